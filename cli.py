@@ -142,24 +142,103 @@ def evaluate() -> None:
     """Measure model quality."""
 
 
-@evaluate.command("sts")
-@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="STS-B (en .tsv.gz or zh .data), SICK, or an s1/s2/score TSV/CSV.")
-@click.option("--split", default="test", show_default=True, help="Split to use when the file has a split column (train, dev, test).")
-@click.option("--model", default=None, help=MODEL_HELP)
-@click.option("--json", "as_json", is_flag=True, help='Print {"spearman", "pearson", "n", "data", "model"}.')
-@batch_size_option
-def eval_sts(data: Path, split: str, model: str | None, as_json: bool, batch_size: int) -> None:
-    """Spearman and Pearson correlation between cosine similarity and gold scores."""
-    from embedder import load_model, model_reference
-    from eval import evaluate_sts, load_sts
+def parse_columns(value: str | None) -> tuple[str, str, str] | None:
+    """`--columns s1,s2,score` → a 3-tuple of names."""
+    if value is None:
+        return None
+    names = tuple(part.strip() for part in value.split(","))
+    if len(names) != 3 or not all(names):
+        raise UsageError(f"--columns needs three names: sentence1,sentence2,score (got {value!r})")
+    return names  # type: ignore[return-value]
 
-    pairs = load_sts(data, split)
-    result = evaluate_sts(load_model(model), pairs, batch_size)
+
+@evaluate.command("sts")
+@click.option("--data", "datasets", multiple=True, required=True, metavar="FILE[:SPLIT]",
+              help="STS-B (en .tsv.gz or zh .data), SICK, or an s1/s2/score TSV/CSV/JSONL; repeat for several sets.")
+@click.option("--split", default="test", show_default=True, help="Split for files with a split column (train, dev, test), unless FILE:SPLIT says.")
+@click.option("--columns", default=None, metavar="S1,S2,SCORE", help="Column/field names for sentence1, sentence2 and score in your own file.")
+@click.option("--model", default=None, help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help='One object per set per line: {"spearman", "pearson", "n", "data", "model"} (plus a "mean" line for several sets).')
+@click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG: gold score vs cosine per set.")
+@batch_size_option
+def eval_sts(datasets: tuple[str, ...], split: str, columns: str | None, model: str | None, as_json: bool, as_csv: bool, plot: Path | None, batch_size: int) -> None:
+    """Spearman and Pearson correlation between cosine similarity and gold scores, one row per set."""
+    from embedder import load_model, model_reference
+    from eval import load_sts, mean_result, parse_data_arg, run_sts
+    from eval.tables import format_csv, format_table
+
+    mapping = parse_columns(columns)
+    sources = [parse_data_arg(value, split) for value in datasets]
+    for path, _ in sources:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    sets = [load_sts(path, set_split, mapping) for path, set_split in sources]
+    encoder, name = load_model(model), model_reference(model)
+    runs = [run_sts(encoder, data, batch_size) for data in sets]
+    rows = [(run.data.name, run.result) for run in runs]
+    if len(runs) > 1:
+        rows.append(("mean", mean_result([run.result for run in runs])))
+    if plot:
+        from eval.plots import plot_sts_scatter
+
+        plot_sts_scatter(runs, plot, title=name)
     if as_json:
-        click.echo(json.dumps({**result.as_dict(), "data": str(data), "model": model_reference(model)}))
+        for (label, result), (path, _) in zip(rows, [*sources, (None, None)]):
+            click.echo(json.dumps({**result.as_dict(), "data": str(path) if path else label, "model": name}))
         return
-    click.echo(f"data      {pairs.name}\nmodel     {model_reference(model)}\npairs     {result.n}")
-    click.echo(f"spearman  {result.spearman * 100:.2f}\npearson   {result.pearson * 100:.2f}")
+    headers = ("data", "spearman", "pearson", "pairs")
+    if as_csv:
+        click.echo(format_csv(headers, [(label, r.spearman, r.pearson, r.n) for label, r in rows]), nl=False)
+        return
+    click.echo(f"model: {name}")
+    click.echo(format_table(headers, [(label, r.spearman * 100, r.pearson * 100, r.n) for label, r in rows]))
+
+
+@evaluate.command("retrieval")
+@click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Queries: TSV (qid, text) or JSONL.")
+@click.option("--qrels", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Judgements: TREC qrels or TSV (qid, docid, relevance).")
+@click.option("--k", "ks", default="1,5,10,100", show_default=True, help="Cut-offs for Recall@k, comma-separated.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@batch_size_option
+def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int) -> None:
+    """Recall@k, MRR@10, nDCG@10 and MAP@100 of index DIR on judged queries (computed by trec_eval)."""
+    from eval.retrieval import evaluate_retrieval
+    from eval.retrieval_data import load_qrels, load_queries
+    from eval.tables import format_table
+    from index import load_index
+
+    try:
+        cutoffs = sorted({int(k) for k in ks.split(",")})
+    except ValueError:
+        raise UsageError(f"--k must be comma-separated integers, got {ks!r}") from None
+    if cutoffs[0] < 1:
+        raise UsageError("--k values must be at least 1")
+    searcher = load_index(folder)
+    result = evaluate_retrieval(searcher, load_queries(queries), load_qrels(qrels), cutoffs, batch_size)
+    if as_json:
+        click.echo(json.dumps({**result.metrics, "queries": result.queries, "index": str(folder), "model": searcher.manifest.model}))
+        return
+    click.echo(f"index: {folder} ({searcher.manifest.model}), {result.queries} judged queries")
+    click.echo(format_table(("metric", "value"), [(name, f"{value:.4f}") for name, value in result.metrics.items()]))
+
+
+@evaluate.command("make-stsb-retrieval")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write corpus.jsonl, queries.tsv, qrels.tsv.")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("../shared/data"), show_default=True, help="Folder with stsb-en/ and sick/.")
+@click.option("--min-score", type=float, default=4.0, show_default=True, help="A test pair counts as relevant from this gold score on.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+def eval_make_stsb_retrieval(output: Path, data_dir: Path, min_score: float, overwrite: bool) -> None:
+    """Write a retrieval benchmark from STS-B and SICK: all distinct sentences as corpus, STS-B test pairs ≥ 4.0 as queries/qrels."""
+    from eval.stsb_retrieval import build_stsb_retrieval, write_retrieval_set
+    from index.atomic import check_target
+
+    check_target(output, overwrite)
+    data = build_stsb_retrieval(data_dir, min_score)
+    write_retrieval_set(data, output, overwrite)
+    judged = sum(len(docs) for docs in data.qrels.values())
+    click.echo(f"wrote {output}: {len(data.corpus)} documents, {len(data.queries)} queries, {judged} judgements", err=True)
 
 
 if __name__ == "__main__":

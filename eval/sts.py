@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -24,6 +25,15 @@ class StsResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class StsRun:
+    """One data set scored by one model: the predictions are kept for plots."""
+
+    data: StsData
+    predicted: np.ndarray
+    result: StsResult
+
+
 def cosine_scores(model: SentenceTransformer, data: StsData, batch_size: int = 64) -> np.ndarray:
     """Cosine similarity of each pair; every distinct sentence is encoded once."""
     unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
@@ -34,11 +44,23 @@ def cosine_scores(model: SentenceTransformer, data: StsData, batch_size: int = 6
     return np.einsum("ij,ij->i", a, b, dtype=np.float64)
 
 
+def correlations(predicted: np.ndarray, gold: np.ndarray) -> StsResult:
+    """Spearman and Pearson correlation of predicted similarities against gold scores."""
+    return StsResult(float(spearmanr(predicted, gold).statistic), float(pearsonr(predicted, gold).statistic), len(gold))
+
+
+def run_sts(model: SentenceTransformer, data: StsData, batch_size: int = 64) -> StsRun:
+    predicted = cosine_scores(model, data, batch_size)
+    return StsRun(data, predicted, correlations(predicted, data.scores))
+
+
 def evaluate_sts(model: SentenceTransformer, data: StsData, batch_size: int = 64) -> StsResult:
     """Spearman and Pearson correlation of cosine similarity against the gold scores."""
-    predicted = cosine_scores(model, data, batch_size)
+    return run_sts(model, data, batch_size).result
+
+
+def mean_result(results: Sequence[StsResult]) -> StsResult:
+    """Unweighted mean of the correlations over data sets; `n` is the total pair count."""
     return StsResult(
-        spearman=float(spearmanr(predicted, data.scores).statistic),
-        pearson=float(pearsonr(predicted, data.scores).statistic),
-        n=len(data),
+        float(np.mean([r.spearman for r in results])), float(np.mean([r.pearson for r in results])), sum(r.n for r in results)
     )

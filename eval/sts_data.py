@@ -9,6 +9,7 @@ no header at all with three columns sentence1, sentence2, score (Chinese STS-B).
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +42,33 @@ class StsData:
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
+    """Non-blank rows as (line number, fields): TSV split literally, CSV with quoting, JSONL as header + values."""
     lines = list(decoded_lines(path))
     if not lines:
         raise DataError(f"{path}: empty file")
+    if path.suffix in (".jsonl", ".ndjson"):
+        return _json_rows(path, lines)
     if "\t" in lines[0][1]:
         return [(n, line.split("\t")) for n, line in lines if line.strip()]
     reader = csv.reader(line + "\n" for _, line in lines)
     return [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+
+
+def _json_rows(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    """JSON objects as table rows under a header of the first object's keys."""
+    records = []
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object")
+        records.append((lineno, record))
+    header = list(records[0][1]) if records else []
+    return [(0, header)] + [(n, [str(r.get(key, "")) for key in header]) for n, r in records]
 
 
 def _is_number(text: str) -> bool:
@@ -70,6 +91,14 @@ def _columns(path: Path, header: list[str], columns: tuple[str, str, str] | None
     if len(names) >= 3 and _is_number(names[2]):
         return None
     raise DataError(f"{path}:1: unrecognised header (expected sentence1/sentence2/score, sentence_A/sentence_B/relatedness_score or s1/s2/score)")
+
+
+def parse_data_arg(value: str, default_split: str | None) -> tuple[Path, str | None]:
+    """`PATH` or `PATH:split` (as given to `eval sts --data`) → (path, split)."""
+    head, sep, tail = value.rpartition(":")
+    if sep and head and tail and "/" not in tail and not Path(value).exists():
+        return Path(head), tail
+    return Path(value), default_split
 
 
 def load_sts(path: Path | str, split: str | None = "test", columns: tuple[str, str, str] | None = None) -> StsData:

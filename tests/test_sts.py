@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -61,3 +62,36 @@ def test_cli_spearman_on_stsb_test_matches_sentence_transformers_evaluator(defau
     assert ours["spearman"] == pytest.approx(spearman, abs=0.002)
     assert ours["pearson"] == pytest.approx(pearson, abs=0.002)
     assert evaluate_sts(default_model, data).spearman == pytest.approx(ours["spearman"], abs=1e-6)
+
+
+def test_data_argument_takes_an_optional_split(tmp_path):
+    from eval import parse_data_arg
+
+    assert parse_data_arg("a/b.tsv.gz:dev", "test") == (Path("a/b.tsv.gz"), "dev")
+    assert parse_data_arg("a/b.tsv.gz", "test") == (Path("a/b.tsv.gz"), "test")
+    odd = tmp_path / "x:y"
+    odd.write_text("s1\ts2\tscore\n")
+    assert parse_data_arg(str(odd), "test") == (odd, "test")  # an existing file name with ':' wins
+
+
+def test_several_sets_give_one_row_each_and_a_mean(tmp_path, tiny_model_dir):
+    pairs = [("a man is playing guitar", "a man is playing piano", 4), ("the dog sleeps", "stocks fell today", 0),
+             ("a red car", "a blue car", 3), ("rain in the city", "sun in the park", 1), ("the cat runs", "the dog runs", 2)]
+    (tmp_path / "mine.csv").write_text("left,right,gold\n" + "".join(f"{a},{b},{g}\n" for a, b, g in pairs))
+    (tmp_path / "other.jsonl").write_text("".join(json.dumps({"left": b, "right": a, "gold": 5 - g}) + "\n" for a, b, g in pairs))
+    args = ["eval", "sts", "--data", str(tmp_path / "mine.csv"), "--data", str(tmp_path / "other.jsonl"),
+            "--columns", "left,right,gold", "--model", str(tiny_model_dir)]
+    lines = [json.loads(x) for x in CliRunner().invoke(main, [*args, "--json", "--plot", str(tmp_path / "p.png")]).stdout.splitlines()]
+    assert [x["data"] for x in lines] == [str(tmp_path / "mine.csv"), str(tmp_path / "other.jsonl"), "mean"]
+    assert lines[0]["spearman"] == pytest.approx(-lines[1]["spearman"])  # same pairs, gold reversed
+    assert lines[2]["spearman"] == pytest.approx((lines[0]["spearman"] + lines[1]["spearman"]) / 2)
+    assert lines[2]["n"] == 10
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv_out = CliRunner().invoke(main, [*args, "--csv"]).stdout.splitlines()
+    assert csv_out[0] == "data,spearman,pearson,pairs" and csv_out[-1].startswith("mean,") and len(csv_out) == 4
+
+
+def test_columns_must_name_three_fields(tmp_path):
+    (tmp_path / "p.csv").write_text("a,b,c\nx,y,1\n")
+    result = CliRunner().invoke(main, ["eval", "sts", "--data", str(tmp_path / "p.csv"), "--columns", "a,b"])
+    assert result.exit_code == 2 and "--columns needs three names" in result.stderr
