@@ -158,7 +158,7 @@ def parse_columns(value: str | None) -> tuple[str, str, str] | None:
 @click.option("--split", default="test", show_default=True, help="Split for files with a split column (train, dev, test), unless FILE:SPLIT says.")
 @click.option("--columns", default=None, metavar="S1,S2,SCORE", help="Column/field names for sentence1, sentence2 and score in your own file.")
 @click.option("--model", default=None, help=MODEL_HELP)
-@click.option("--json", "as_json", is_flag=True, help='One object per set per line: {"spearman", "pearson", "n", "data", "model"} (plus a "mean" line for several sets).')
+@click.option("--json", "as_json", is_flag=True, help='One object per set per line: {"spearman", "pearson", "n", "data", "split", "model"}, then a "mean" line for several sets.')
 @click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG: gold score vs cosine per set.")
 @batch_size_option
@@ -184,8 +184,10 @@ def eval_sts(datasets: tuple[str, ...], split: str, columns: str | None, model: 
 
         plot_sts_scatter(runs, plot, title=name)
     if as_json:
-        for (label, result), (path, _) in zip(rows, [*sources, (None, None)]):
-            click.echo(json.dumps({**result.as_dict(), "data": str(path) if path else label, "model": name}))
+        for run, (path, _) in zip(runs, sources):
+            click.echo(json.dumps({**run.result.as_dict(), "data": str(path), "split": run.data.split, "model": name}))
+        if len(runs) > 1:
+            click.echo(json.dumps({**rows[-1][1].as_dict(), "data": "mean", "model": name}))
         return
     headers = ("data", "spearman", "pearson", "pairs")
     if as_csv:
@@ -239,6 +241,18 @@ def eval_make_stsb_retrieval(output: Path, data_dir: Path, min_score: float, ove
     write_retrieval_set(data, output, overwrite)
     judged = sum(len(docs) for docs in data.qrels.values())
     click.echo(f"wrote {output}: {len(data.corpus)} documents, {len(data.queries)} queries, {judged} judgements", err=True)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Markdown file to write; plots go next to it.")
+@click.option("--title", default="Results", show_default=True, help="Heading of the report.")
+def report(inputs: tuple[Path, ...], output: Path, title: str) -> None:
+    """Turn JSON results (files or folders of `eval ... --json` output and benchmark JSON) into markdown tables and plots."""
+    from eval.report import write_report
+
+    images = write_report(list(inputs), output, title)
+    click.echo(f"wrote {output}" + (f" and {len(images)} plot(s) beside it" if images else ""), err=True)
 
 
 if __name__ == "__main__":

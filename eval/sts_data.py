@@ -36,6 +36,7 @@ class StsData:
     sentences1: list[str]
     sentences2: list[str]
     scores: np.ndarray
+    split: str | None = None  # the split kept, when the file has a split column
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -129,5 +130,5 @@ def load_sts(path: Path | str, split: str | None = "test", columns: tuple[str, s
         scores.append(float(value))
     if not scores:
         raise DataError(f"{path}: no pairs" + (f" in split {split!r}" if wanted is not None else ""))
-    name = f"{path.name}:{split}" if wanted is not None else path.name
-    return StsData(name, s1, s2, np.asarray(scores, dtype=np.float64))
+    kept = split if wanted is not None else None
+    return StsData(f"{path.name}:{split}" if kept else path.name, s1, s2, np.asarray(scores, dtype=np.float64), kept)
