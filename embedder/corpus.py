@@ -185,8 +185,9 @@ def scan_corpus(spec: CorpusSpec) -> CorpusStats:
     """
     stats = CorpusStats()
     seen: set[int] = set()
+    ids_can_repeat = spec.id_column is not None or spec.resolved_format() == "jsonl"
     for doc in read_corpus(spec, stats):
-        if spec.id_column or spec.resolved_format() == "jsonl":
+        if ids_can_repeat:
             if doc.id in seen:
                 raise DataError(f"{spec.path}: id {doc.id} appears twice")
             seen.add(doc.id)
