@@ -68,9 +68,10 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a run produced: the folder, its dev curve and timings (also in training.json)."""
+    """What a run produced: the saved model (also in memory), and the training.json record."""
 
     output: Path
+    model: SentenceTransformer
     record: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -292,5 +293,5 @@ def train(config: TrainConfig) -> TrainResult:
     if curve.points:
         log.info("dev Spearman by step:\n" + dev_table(curve.points, record["best_step"]))
     log.info(f"saved {config.output} in {record['wall_time_s']:.0f} s" + (f"; dev Spearman {record['final_dev_spearman'] * 100:.2f}" if record["final_dev_spearman"] is not None else ""))
-    return TrainResult(config.output, record)
+    return TrainResult(config.output, trainer.model, record)
 
