@@ -208,9 +208,14 @@ def dev_table(curve: list[dict[str, float]], best_step: int | None) -> str:
     """The step vs dev Spearman table, best row marked."""
     rows = [f"{'step':>7}  {'epoch':>6}  dev Spearman"]
     for point in curve:
-        mark = "  <- best (saved)" if point["step"] == best_step and point["step"] > 0 else ""
+        mark = "  (base model, not a candidate)" if point["step"] == 0 else "  <- best (saved)" if point["step"] == best_step else ""
         rows.append(f"{point['step']:>7}  {point['epoch']:>6.2f}  {point['spearman'] * 100:>12.2f}{mark}")
     return "\n".join(rows)
+
+
+def _name(option: Any) -> str:
+    """An enum option's plain value ('no_duplicates', not 'BatchSamplers.NO_DUPLICATES')."""
+    return str(getattr(option, "value", option))
 
 
 def run_record(config: TrainConfig, data: TrainingData, dev: StsData | None, trainer: SentenceTransformerTrainer, curve: DevCurve, precision: str) -> dict[str, Any]:
@@ -225,7 +230,7 @@ def run_record(config: TrainConfig, data: TrainingData, dev: StsData | None, tra
         "base": model_reference(config.base),
         "data": {
             "train": {"path": str(config.train.resolve()), "sha256": file_sha256(config.train), "rows": len(data), **data.stats},
-            "dev": None if dev is None else {"path": str(config.dev.resolve()), "sha256": file_sha256(config.dev), "pairs": len(dev), "split": dev.name},
+            "dev": None if dev is None else {"path": str(config.dev.resolve()), "sha256": file_sha256(config.dev), "pairs": len(dev), "name": dev.name},
         },
         "hyperparameters": {
             "epochs": config.epochs,
@@ -237,10 +242,10 @@ def run_record(config: TrainConfig, data: TrainingData, dev: StsData | None, tra
             "max_score": data.stats.get("max_score"),
             "eval_steps": config.eval_steps,
             "loss": f"{type(trainer.loss).__name__}(scale={LOSS_SCALE:g})",
-            "batch_sampler": str(trainer.args.batch_sampler),
+            "batch_sampler": _name(trainer.args.batch_sampler),
             "precision": precision,
-            "optimizer": str(trainer.args.optim),
-            "scheduler": str(trainer.args.lr_scheduler_type),
+            "optimizer": _name(trainer.args.optim),
+            "scheduler": _name(trainer.args.lr_scheduler_type),
         },
         "seed": config.seed,
         "steps": state.global_step,
