@@ -184,6 +184,24 @@ def test_cli_whiten_auto_then_index_records_the_reduction(tiny_model_dir, fit_fi
     assert Manifest.read(tmp_path / "idx").reduction == info
 
 
+def test_auto_keeps_the_full_model_when_no_k_reaches_the_target(tiny_model_dir, fit_file, tmp_path):
+    result = run("reduce", "whiten", tiny_model_dir, "--fit", fit_file, "--dim", "auto", "--target", "1", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "out" / MARKER_NAME).read_text())
+    assert (info["method"], info["output_dim"], info["chosen_by"]["dim"]) == ("none", 32, None)
+    assert max(info["chosen_by"]["scores"].values()) < 1.0
+    assert "model without reduction (32 dims)" in result.stderr
+    assert SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["a red car"]).shape == (1, 32)
+
+
+def test_cli_jl_auto_measures_dev_spearman(tiny_model_dir, sts_file, tmp_path):
+    result = run("reduce", "jl", tiny_model_dir, "--dim", "auto", "--data", sts_file, "--target", "0.5", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    chosen = json.loads((tmp_path / "out" / MARKER_NAME).read_text())["chosen_by"]
+    assert chosen["measure"] == "spearman" and set(chosen["scores"]) == {"8", "16"}  # JL below the model's 32 dims only
+    assert chosen["dim"] == min((int(k) for k, v in chosen["scores"].items() if v >= 0.5 * chosen["full"]), default=None)
+
+
 def test_cli_jl_fixed_dim_with_seed(tiny_model_dir, tmp_path):
     result = run("reduce", "jl", tiny_model_dir, "--dim", "8", "--seed", "5", "-o", tmp_path / "jl")
     assert result.exit_code == 0, result.output
