@@ -222,6 +222,8 @@ def plot_sweep(rows: Sequence[SweepRow], path, title: str = "") -> None:
                 ax.errorbar([r.dim for r in chosen], [r.scores[name].mean for r in chosen], yerr=[r.scores[name].std for r in chosen], fmt=style, capsize=3, label=method)
         ax.axhline(rows[0].scores[name].mean, color="grey", linestyle=":", label=f"full ({rows[0].dim})")
         ax.set_xscale("log", base=2)
+        dims = sorted({r.dim for r in rows})
+        ax.set_xticks(dims, [str(k) for k in dims])
         ax.set_xlabel("dimension k")
         ax.set_ylabel(name)
         ax.legend()
