@@ -255,5 +255,128 @@ def report(inputs: tuple[Path, ...], output: Path, title: str) -> None:
     click.echo(f"wrote {output}" + (f" and {len(images)} plot(s) beside it" if images else ""), err=True)
 
 
+class DimType(click.ParamType):
+    """--dim: a positive integer or 'auto'."""
+
+    name = "K|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not a positive dimension", param, ctx)
+        return number
+
+
+def reduce_options(func):
+    """Options shared by `reduce whiten` and `reduce jl`: output, how `--dim auto` measures, batch size."""
+    func = click.option("--overwrite", is_flag=True, help="Replace an existing OUT folder (only once the new one is complete).")(func)
+    func = batch_size_option(func)
+    func = click.option("--recall-docs", type=click.IntRange(min=11), default=10_000, show_default=True, help="Fit sentences kept to measure recall@10 for --dim auto.")(func)
+    func = click.option("--metric", type=click.Choice(["spearman", "recall"]), default=None, help="What --dim auto keeps: dev Spearman on --data, or recall@10 vs full-dim search on --fit. Default: spearman when --data is given.")(func)
+    func = click.option("--target", type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True, help="--dim auto: keep at least this fraction of the full-dim score.")(func)
+    func = click.option("--split", default="dev", show_default=True, help="Split of --data that --dim auto measures on.")(func)
+    func = click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS file for --dim auto (Spearman), e.g. STS-B.")(func)
+    func = click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the reduced model.")(func)
+    func = click.option("--dim", type=DimType(), required=True, help="Output dimension, or 'auto': the smallest sweep dim keeping --target of the full-dim score.")(func)
+    return func
+
+
+def _run_reduction(method: str, model: str, fit: Path | None, spec_options: tuple, output: Path, **options) -> None:
+    """Shared body of `reduce whiten` and `reduce jl`: reduce, save, report what was chosen and guaranteed."""
+    from embedder.reduce_model import ReduceConfig, reduce_model
+    from embedder.reduction import jl_summary
+    from eval import load_sts
+
+    text_column, id_column, fmt = spec_options
+    spec = CorpusSpec(fit, text_column, id_column, fmt) if fit is not None else None
+    data, split = options.pop("data"), options.pop("split")
+    sts = load_sts(data, split) if data is not None else None
+    config = ReduceConfig(method=method, **options)
+    outcome = reduce_model(model, output, config, spec, sts)
+    info, choice = outcome.info, outcome.choice
+    if choice is not None:
+        scores = ", ".join(f"{k}: {v:.4f}" for k, v in choice.scores.items())
+        click.echo(f"{choice.measure} at full dim {choice.full:.4f}; {method} {scores}", err=True)
+        if choice.dim is None:
+            click.echo(f"no {method} dim keeps {choice.target:.0%} of it: {output} is the model without reduction ({info['output_dim']} dims)", err=True)
+        else:
+            click.echo(f"auto chose k={choice.dim} (smallest keeping ≥ {choice.target:.0%})", err=True)
+    if outcome.documents:
+        click.echo(jl_summary(outcome.documents, info["output_dim"]), err=True)
+    else:
+        click.echo("JL lemma: give --fit FILE to see the ε guaranteed for your corpus size", err=True)
+    click.echo(f"wrote {output}: {info['method']} {info['input_dim']} → {info['output_dim']} dims", err=True)
+
+
+@main.group(name="reduce", cls=SimsearchGroup)
+def reduce_group() -> None:
+    """Shrink a model's vectors (whitening or JL random projection), saved inside a new model folder."""
+
+
+@reduce_group.command("whiten")
+@click.argument("model")
+@click.option("--fit", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Unlabeled corpus to fit mean and covariance on (any corpus format).")
+@corpus_options
+@reduce_options
+def reduce_whiten(model: str, fit: Path, text_column: str, id_column: str | None, fmt: str | None, output: Path, **options) -> None:
+    """BERT-whitening of MODEL: y = (x − μ)·U·diag(1/√S)[:, :K], fitted on --fit, saved to OUT.
+
+    The map is appended to the model as a Dense layer plus Normalize, so
+    SentenceTransformer(OUT).encode returns the reduced vectors. --dim auto
+    measures dev Spearman on --data, else recall@10 on the fit corpus.
+    """
+    _run_reduction("whiten", model, fit, (text_column, id_column, fmt), output, **options)
+
+
+@reduce_group.command("jl")
+@click.argument("model")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Gaussian projection matrix.")
+@click.option("--fit", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Corpus for --dim auto (recall@10) and for the JL bound's N (optional).")
+@corpus_options
+@reduce_options
+def reduce_jl(model: str, seed: int, fit: Path | None, text_column: str, id_column: str | None, fmt: str | None, output: Path, **options) -> None:
+    """Johnson–Lindenstrauss random projection of MODEL: Gaussian N(0, 1/K) matrix from --seed, saved to OUT."""
+    _run_reduction("jl", model, fit, (text_column, id_column, fmt), output, seed=seed, **options)
+
+
+@reduce_group.command("sweep")
+@click.argument("model")
+@click.option("--fit", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Unlabeled corpus: whitening is fitted on it and recall@10 measured on it.")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="STS file for Spearman, e.g. STS-B.")
+@click.option("--split", default="dev", show_default=True, help="Split of --data.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also save the sweep as a PNG plot (needs matplotlib).")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="JL seeds (0..N-1) averaged per dim.")
+@click.option("--recall-docs", type=click.IntRange(min=11), default=10_000, show_default=True, help="Fit sentences searched for recall@10 (the first 1000 are queries).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+@corpus_options
+@batch_size_option
+def reduce_sweep(
+    model: str, fit: Path, data: Path, split: str, plot: Path | None, seeds: int, recall_docs: int, as_json: bool,
+    text_column: str, id_column: str | None, fmt: str | None, batch_size: int,
+) -> None:
+    """Table of dim × method (whitening, JL mean ± std over seeds) vs STS Spearman and recall@10 against full-dim exact search."""
+    from embedder.dim_choice import format_sweep, plot_sweep
+    from embedder.reduce_model import sweep_model
+    from embedder.reduction import jl_summary
+    from eval import load_sts
+
+    pairs = load_sts(data, split)
+    result = sweep_model(model, CorpusSpec(fit, text_column, id_column, fmt), pairs, seeds, batch_size, recall_docs)
+    if as_json:
+        click.echo(json.dumps({"documents": result.documents, "model_dim": result.model_dim, "rows": [r.as_dict() for r in result.rows]}))
+    else:
+        click.echo(f"model {model}  fit {fit} ({result.documents:,} sentences)  data {pairs.name}")
+        click.echo(format_sweep(result.rows, result.documents))
+        click.echo(jl_summary(result.documents, min(r.dim for r in result.rows)))
+    if plot is not None:
+        plot_sweep(result.rows, plot, f"{model} · {pairs.name}")
+        click.echo(f"wrote {plot}", err=True)
+
+
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from embedder import embedding_dim, encode, load_model, model_reference
 from embedder.corpus import CorpusSpec, CorpusStats, read_corpus, scan_corpus
+from embedder.reduction import reduction_of
 from index.atomic import atomic_folder, check_target
 from index.manifest import Manifest
 from index.store import STORE_NAME, DocStore
@@ -65,6 +66,7 @@ def build_index(
             model=model_reference(config.model),
             embedding_dim=dim,
             document_count=int(vectors.ntotal),
+            reduction=reduction_of(config.model),
             source={"corpus": str(corpus.path.resolve()), "blank_lines_skipped": stats.blank},
         )
         manifest.write(work)
