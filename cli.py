@@ -137,8 +137,15 @@ def index_build(
     """
     from index import BuildConfig, build_index
 
+    from index.partial import PROGRESS_NAME, partial_path
+
     config = BuildConfig(model, batch_size, overwrite, index_type=index_type, max_memory=max_memory, target_recall=target_recall, resume=resume, gpu=gpu)
-    manifest = build_index(CorpusSpec(corpus, text_column, id_column, fmt), output, config)
+    try:
+        manifest = build_index(CorpusSpec(corpus, text_column, id_column, fmt), output, config)
+    except KeyboardInterrupt:
+        if (partial_path(output) / PROGRESS_NAME).is_file():
+            click.echo(f"interrupted: progress kept in {partial_path(output)}; rerun the same command with --resume to continue", err=True)
+        raise
     blank = manifest.source.get("blank_lines_skipped", 0)
     click.echo(f"indexed {manifest.document_count} documents ({blank} blank lines skipped) into {output}", err=True)
     click.echo(explain(manifest), err=True)
