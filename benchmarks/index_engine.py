@@ -191,9 +191,11 @@ def main() -> None:
     texts = None
     if args.data == "shared":
         texts, vectors = engine_data.shared_embeddings()
-        rng = np.random.default_rng(0)
-        pick = rng.choice(len(vectors), size=args.queries, replace=False)
-        base, queries = vectors, vectors[pick] + 0.0  # corpus sentences as queries: each finds itself first
+        held_out = np.zeros(len(vectors), dtype=bool)
+        held_out[np.random.default_rng(0).choice(len(vectors), size=args.queries, replace=False)] = True
+        # Queries are real sentences held out of the index (so none finds itself).
+        base, queries = np.ascontiguousarray(vectors[~held_out]), np.ascontiguousarray(vectors[held_out])
+        texts = [t for t, out in zip(texts, held_out) if not out]
     elif args.data == "clustered":
         base, queries = engine_data.clustered(args.n, args.dim, args.centres, args.queries)
     else:
