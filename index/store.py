@@ -13,6 +13,11 @@ from embedder.corpus import Document
 STORE_NAME = "docs.sqlite"
 
 
+def json_path(field: str) -> str:
+    """SQLite JSON path of a top-level metadata field (quoted, so dots and spaces are literal)."""
+    return '$."' + field.replace('"', '\\"') + '"'
+
+
 class DocStore:
     """Texts and metadata of an index; vectors live in FAISS, everything readable lives here."""
 
@@ -30,10 +35,31 @@ class DocStore:
         """Open read-only, so a query can never change an index."""
         return cls(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False))
 
-    def add(self, documents: Iterable[Document]) -> None:
+    @classmethod
+    def open_writable(cls, path: Path) -> DocStore:
+        return cls(sqlite3.connect(path))
+
+    def add(self, documents: Iterable[Document], replace: bool = False) -> None:
+        """Insert documents in one transaction; `replace` overwrites rows whose id exists (upsert, resumed builds)."""
         rows = ((d.id, d.text, json.dumps(d.metadata, ensure_ascii=False) if d.metadata else None) for d in documents)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
         with self._db:
-            self._db.executemany("INSERT INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+            self._db.executemany(f"{verb} INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+
+    def remove(self, ids: Sequence[int]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM docs WHERE id = ?", ((int(i),) for i in ids))
+
+    def existing(self, ids: Sequence[int]) -> set[int]:
+        """The subset of `ids` present in the store."""
+        return set(self.get(ids))
+
+    def ids_where(self, field: str, value: str) -> list[int]:
+        """Ids whose metadata field `field` equals `value` (compared as text, so 3 matches "3")."""
+        rows = self._db.execute(
+            "SELECT id FROM docs WHERE metadata IS NOT NULL AND CAST(json_extract(metadata, ?) AS TEXT) = ?", (json_path(field), value)
+        )
+        return [row[0] for row in rows]
 
     def get(self, ids: Sequence[int]) -> dict[int, tuple[str, dict[str, Any]]]:
         """Text and metadata for each id that exists."""
