@@ -340,6 +340,29 @@ def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: b
     click.echo(format_table(("metric", "value"), [(name, f"{value:.4f}") for name, value in result.metrics.items()]))
 
 
+@evaluate.command("ann")
+@click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--queries", "n_queries", type=click.IntRange(min=1), default=200, show_default=True, help="How many stored documents to sample as queries.")
+@click.option("--query-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Use these queries instead (one per line, or TSV/CSV/JSONL).")
+@click.option("-k", "--k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Recall@k cut-off.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling queries.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"ann_recall", "k", "queries", "qps_batch", "qps_single", "index_type", "search_params", "index"}.')
+@batch_size_option
+def eval_ann(folder: Path, n_queries: int, query_file: Path | None, k: int, seed: int, as_json: bool, batch_size: int) -> None:
+    """Recall@k of index DIR's own search against exact search (re-encodes every stored text once), with QPS."""
+    from eval.ann import evaluate_ann
+    from index import load_index
+
+    texts = [doc.text for doc in read_corpus(CorpusSpec(query_file))] if query_file else None
+    result = evaluate_ann(load_index(folder), n_queries, k, texts, seed, batch_size)
+    if as_json:
+        click.echo(json.dumps({**result.as_dict(), "index": str(folder)}))
+        return
+    click.echo(f"index: {folder} ({result.index_type}, {result.search_params or 'default search parameters'})")
+    click.echo(f"recall@{k}   {result.ann_recall:.4f} over {result.queries} queries")
+    click.echo(f"QPS         {result.qps_batch:,.0f} batched, {result.qps_single:,.0f} one at a time")
+
+
 @evaluate.command("make-stsb-retrieval")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write corpus.jsonl, queries.tsv, qrels.tsv.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("../shared/data"), show_default=True, help="Folder with stsb-en/ and sick/.")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from embedder.corpus import Document
 
@@ -71,6 +73,23 @@ class DocStore:
             for doc_id, text, meta in self._db.execute(f"SELECT id, text, metadata FROM docs WHERE id IN ({marks})", chunk):
                 found[doc_id] = (text, json.loads(meta) if meta else {})
         return found
+
+    def iter_texts(self, chunk: int = 2048) -> Iterator[tuple[list[int], list[str]]]:
+        """All (ids, texts) in id order, `chunk` rows at a time, so a large store is never held at once."""
+        last = None
+        while True:
+            where, args = ("WHERE id > ?", (last, chunk)) if last is not None else ("", (chunk,))
+            rows = self._db.execute(f"SELECT id, text FROM docs {where} ORDER BY id LIMIT ?", args).fetchall()
+            if not rows:
+                return
+            yield [r[0] for r in rows], [r[1] for r in rows]
+            last = rows[-1][0]
+
+    def sample(self, n: int, seed: int = 0) -> dict[int, str]:
+        """Up to `n` documents (id → text) drawn uniformly at random, reproducibly for a seed."""
+        ids = [row[0] for row in self._db.execute("SELECT id FROM docs ORDER BY id")]
+        picked = np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False)
+        return {int(i): text for i, (text, _) in self.get([ids[j] for j in sorted(picked)]).items()}
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
