@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedder.corpus import json_object
 from errors import DataError, UsageError
 from eval.tables import format_table
 
@@ -44,19 +45,16 @@ def infer_kind(fields: dict[str, Any]) -> str:
 
 def _objects(path: Path) -> Iterable[tuple[int, Any]]:
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
+    if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
-            value = json.loads(text)
+            values = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        yield from ((1, v) for v in (value if isinstance(value, list) else [value]))
-        return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        yield from ((1, v) for v in values)
+    elif path.suffix == ".json":
+        yield 1, json_object(text, str(path))
+    else:
+        yield from ((n, json_object(line, f"{path}:{n}")) for n, line in enumerate(text.splitlines(), start=1) if line.strip())
 
 
 def result_files(inputs: Sequence[Path]) -> list[Path]:

@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from embedder.corpus import json_object
 from errors import DataError
 
 # 2: index types (IVF ids live in the inverted lists), tuned search parameters, quality, HNSW tombstones.
@@ -58,11 +59,9 @@ class Manifest:
         if not path.is_file():
             raise DataError(f"{folder}: not a simsearch index (no {MANIFEST_NAME})")
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(raw, dict):
-            raise DataError(f"{path}: expected a JSON object")
+            raw = json_object(path.read_text(encoding="utf-8"), str(path))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not valid UTF-8") from None
         version = raw.get("format_version")
         if version not in READABLE_VERSIONS:
             raise DataError(f"{path}: format_version {version!r} is not supported (this simsearch reads {', '.join(map(str, READABLE_VERSIONS))})")
