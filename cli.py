@@ -253,7 +253,7 @@ def parse_where(conditions: tuple[str, ...]) -> dict[str, str]:
 
 @main.group(name="eval", cls=SimsearchGroup)
 def evaluate() -> None:
-    """Measure model quality."""
+    """Measure model and index quality: STS correlations, retrieval metrics, ANN recall."""
 
 
 def parse_columns(value: str | None) -> tuple[str, str, str] | None:
