@@ -443,10 +443,9 @@ def _run_reduction(method: str, model: str, fit: Path | None, spec_options: tupl
             click.echo(f"no {method} dim keeps {choice.target:.0%} of it: {output} is the model without reduction ({info['output_dim']} dims)", err=True)
         else:
             click.echo(f"auto chose k={choice.dim} (smallest keeping ≥ {choice.target:.0%})", err=True)
-    if outcome.documents:
-        click.echo(jl_summary(outcome.documents, info["output_dim"]), err=True)
-    else:
-        click.echo("JL lemma: give --fit FILE to see the ε guaranteed for your corpus size", err=True)
+    if info["method"] != "none":
+        guarantee = jl_summary(outcome.documents, info["output_dim"]) if outcome.documents else "JL lemma: give --fit FILE to see the ε guaranteed for your corpus size"
+        click.echo(guarantee, err=True)
     click.echo(f"wrote {output}: {info['method']} {info['input_dim']} → {info['output_dim']} dims", err=True)
 
 

@@ -7,8 +7,11 @@ vector, and what `--dim auto` (measured on STS-B dev) chooses. Whitening is fitt
 distinct sentences of STS-B train (unlabeled). For the first model, also: our streaming
 whitening fit vs sklearn PCA(whiten=True) on 100k embeddings (agreement, time, peak memory).
 
-Embeddings are computed once per model and cached under /work/cache/reduce.
+Embeddings are computed once per model and cached under /work/cache/reduce: for the first
+model, of every distinct sentence in ../shared/data (34,638; they also feed the 100k fit
+benchmark); for the others, of the distinct STS-B sentences.
     flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/reduction.py default [MODEL ...]
+Only the fit benchmark is timed; --fit-size 0 skips it, --skip-quality runs only it.
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def mean_std(values: list[float], scale: float = 100, digits: int = 2) -> str:
     return f"{np.mean(values) * scale:.{digits}f} ± {np.std(values) * scale:.{digits}f}"
 
 
-def quality(name: str, embedded: Embedded, dims: list[int], seeds: int, plot: Path | None) -> None:
+def quality(name: str, embedded: Embedded, dims: list[int], seeds: int, plot: Path | None, compare_seeds: int = 20) -> None:
     """STS-B test Spearman, recall@10 and index bytes/vector per method and k; what auto picks on dev."""
     pairs = load_sts(STSB_EN, "train")
     train = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
@@ -163,6 +166,14 @@ def quality(name: str, embedded: Embedded, dims: list[int], seeds: int, plot: Pa
               f"{mean_std([recall(m) for m in ours], 1, 3):>18}{jl_size:>14.0f}{eps_text:>14}")
         print(f"{f'jl (sklearn GRP)':<22}{k:>5}{mean_std([test(m) for m in theirs]):>18}"
               f"{mean_std([recall(m) for m in theirs], 1, 3):>18}{jl_size:>14.0f}{eps_text:>14}")
+    print(f"JL ours vs sklearn GaussianRandomProjection over {compare_seeds} seeds each (test Spearman):")
+    for k in dims:
+        ours_scores = np.array([test(jl_map(model_dim, k, seed)) for seed in range(compare_seeds)]) * 100
+        their_scores = np.array([test(sklearn_jl(fit, k, seed)) for seed in range(compare_seeds)]) * 100
+        gap = ours_scores.mean() - their_scores.mean()
+        stderr = np.sqrt(ours_scores.var(ddof=1) / compare_seeds + their_scores.var(ddof=1) / compare_seeds)
+        print(f"  k={k:<4} ours {ours_scores.mean():.2f} ± {ours_scores.std():.2f}   sklearn {their_scores.mean():.2f} ± {their_scores.std():.2f}"
+              f"   difference {gap:+.2f} = {gap / stderr:+.1f} standard errors")
     candidates = [k for k in (512, 384, 256, 192, 128, 96, 64, 32, 16, 8) if k <= model_dim]
     print("--dim auto (target 0.99 of full-dim STS-B dev Spearman; jl seed 0):")
     for method, make in (("whiten", whitening.map), ("jl", lambda k: jl_map(model_dim, k, 0))):
