@@ -485,7 +485,7 @@ def reduce_jl(model: str, seed: int, fit: Path | None, text_column: str, id_colu
 @click.option("--fit", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Unlabeled corpus: whitening is fitted on it and recall@10 measured on it.")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="STS file for Spearman, e.g. STS-B.")
 @click.option("--split", default="dev", show_default=True, help="Split of --data.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also save the sweep as a PNG plot (needs matplotlib).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also save the sweep as a PNG plot.")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="JL seeds (0..N-1) averaged per dim.")
 @click.option("--recall-docs", type=click.IntRange(min=11), default=10_000, show_default=True, help="Fit sentences searched for recall@10 (the first 1000 are queries).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
@@ -496,7 +496,7 @@ def reduce_sweep(
     text_column: str, id_column: str | None, fmt: str | None, batch_size: int,
 ) -> None:
     """Table of dim × method (whitening, JL mean ± std over seeds) vs STS Spearman and recall@10 against full-dim exact search."""
-    from embedder.dim_choice import format_sweep, plot_sweep
+    from embedder.dim_choice import format_sweep
     from embedder.reduce_model import sweep_model
     from embedder.reduction import jl_summary
     from eval import load_sts
@@ -510,7 +510,9 @@ def reduce_sweep(
         click.echo(format_sweep(result.rows, result.documents))
         click.echo(jl_summary(result.documents, min(r.dim for r in result.rows)))
     if plot is not None:
-        plot_sweep(result.rows, plot, f"{model} · {pairs.name}")
+        from eval.plots import plot_sweep
+
+        plot_sweep([r.as_dict() for r in result.rows], plot, f"{model} · {pairs.name}")
         click.echo(f"wrote {plot}", err=True)
 
 

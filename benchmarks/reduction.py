@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embedder import encode, load_model, model_reference  # noqa: E402
-from embedder.dim_choice import RecallMeasure, StsMeasure, choose_dim, format_sweep, plot_sweep, sweep  # noqa: E402
+from embedder.dim_choice import RecallMeasure, StsMeasure, choose_dim, format_sweep, sweep  # noqa: E402
+from eval.plots import plot_sweep  # noqa: E402
 from embedder.loading import resolve_model  # noqa: E402
 from embedder.reduction import CovarianceAccumulator, LinearMap, fit_whitening, jl_epsilon, jl_map  # noqa: E402
 from eval import load_sts  # noqa: E402
@@ -187,7 +188,7 @@ def quality(name: str, embedded: Embedded, dims: list[int], seeds: int, plot: Pa
     rows = sweep(model_dim, [test, recall], lambda k: whitening.map(k) if k <= whitening.rank else None, lambda k, seed: jl_map(model_dim, k, seed), range(seeds))
     print(format_sweep(rows, len(train)))
     if plot is not None:
-        plot_sweep(rows, plot, f"{model_reference(name)} · STS-B test · whitening fitted on STS-B train")
+        plot_sweep([r.as_dict() for r in rows], plot, f"{model_reference(name)} · STS-B test · whitening fitted on STS-B train")
         print(f"plot: {plot}")
 
 

@@ -200,35 +200,3 @@ def format_sweep(rows: Sequence[SweepRow], documents: int) -> str:
         cells = [_cell(white.scores[n] if white else None, False) + "  " + _cell(jl.scores[n] if jl else None, True) for n in names]
         lines.append(f"{dim:>5} {4 * dim:>9} {'none' if eps is None else f'{eps:.2f}':>6}  " + "  ".join(cells))
     return "\n".join(lines)
-
-
-def plot_sweep(rows: Sequence[SweepRow], path, title: str = "") -> None:
-    """Save the sweep as a PNG: one panel per measure, score vs dim for whitening and JL (± std), full dim dashed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from errors import UsageError
-
-        raise UsageError("--plot needs matplotlib: pip install 'simsearch[plot]'") from None
-    names = list(rows[0].scores)
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for method, style in (("whiten", "o-"), ("jl", "s--")):
-            chosen = sorted((r for r in rows if r.method == method), key=lambda r: r.dim)
-            if chosen:
-                ax.errorbar([r.dim for r in chosen], [r.scores[name].mean for r in chosen], yerr=[r.scores[name].std for r in chosen], fmt=style, capsize=3, label=method)
-        ax.axhline(rows[0].scores[name].mean, color="grey", linestyle=":", label=f"full ({rows[0].dim})")
-        ax.set_xscale("log", base=2)
-        dims = sorted({r.dim for r in rows})
-        ax.set_xticks(dims, [str(k) for k in dims])
-        ax.set_xlabel("dimension k")
-        ax.set_ylabel(name)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -24,7 +24,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 from tqdm import tqdm
 
-from embedder.corpus import CorpusSpec, read_corpus, scan_corpus
+from embedder.corpus import CorpusSpec, json_object, read_corpus, scan_corpus
 from embedder.encoding import encode
 from embedder.loading import embedding_dim, resolve_model
 from errors import DataError, UsageError
@@ -249,10 +249,7 @@ def reduction_of(model_name: str | None) -> dict[str, Any] | None:
     if not marker.is_file():
         return None
     try:
-        info = json.loads(marker.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{marker}: not valid JSON ({exc})") from None
-    if not isinstance(info, dict):
-        raise DataError(f"{marker}: expected a JSON object")
-    return info
+        return json_object(marker.read_text(encoding="utf-8"), str(marker))
+    except UnicodeDecodeError:
+        raise DataError(f"{marker}: not valid UTF-8") from None
 

@@ -34,6 +34,8 @@ class Record:
 def infer_kind(fields: dict[str, Any]) -> str:
     if "kind" in fields:
         return str(fields["kind"])
+    if "rows" in fields and "model_dim" in fields:
+        return "reduction-sweep"
     if "mrr@10" in fields:
         return "retrieval"
     if "ann_recall" in fields:
@@ -124,7 +126,18 @@ def _plain(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
-SECTIONS = {"sts": ("STS", sts_section), "retrieval": ("Retrieval", retrieval_section)}
+def sweep_section(records: Sequence[Record]) -> str:
+    """Each `reduce sweep --json` result: per method and dim, each measure as mean ± std."""
+    tables = []
+    for r in records:
+        rows = r.fields["rows"]
+        names = [k for k, v in rows[0].items() if isinstance(v, dict)]
+        cells = [(row["method"], row["dim"], *(f"{row[n]['mean']:.4f} ± {row[n]['std']:.4f}" for n in names)) for row in rows]
+        tables.append(f"`{r.source.name}` ({r.fields.get('documents', '?')} fit sentences):\n\n" + format_table(("method", "dim", *names), cells, markdown=True))
+    return "\n\n".join(tables)
+
+
+SECTIONS = {"sts": ("STS", sts_section), "retrieval": ("Retrieval", retrieval_section), "reduction-sweep": ("Dimension sweep", sweep_section)}
 
 
 def render_report(records: Sequence[Record], images: Sequence[str] = (), title: str = "Results") -> str:
@@ -161,9 +174,8 @@ def plot_records(records: Sequence[Record], folder: Path, stem: str) -> list[Pat
     from eval.plots import plot_recall_vs_qps, plot_sweep
 
     written = []
-    sweep = [r.fields for r in records if r.kind == "reduction-sweep"]
-    if sweep:
-        written.append(plot_sweep(sweep, folder / f"{stem}-dims.png"))
+    for n, record in enumerate(r for r in records if r.kind == "reduction-sweep"):
+        written.append(plot_sweep(record.fields["rows"], folder / f"{stem}-dims{n or ''}.png", record.source.stem))
     bench = [r.fields for r in records if r.kind == "index-bench"]
     if bench:
         written.append(plot_recall_vs_qps(bench, folder / f"{stem}-recall-qps.png"))
