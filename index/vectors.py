@@ -135,6 +135,8 @@ class VectorIndex:
         faiss.write_index(self.faiss_index, str(folder / VECTORS_NAME))
         if len(self.tombstones):
             np.save(folder / TOMBSTONES_NAME, self.tombstones)
+        else:
+            (folder / TOMBSTONES_NAME).unlink(missing_ok=True)  # an update works on a copy that may hold old ones
 
     @classmethod
     def read(cls, folder: Path, index_type: str, search_params: dict[str, int], mmap: bool = False, name: str = VECTORS_NAME) -> VectorIndex:
