@@ -93,9 +93,11 @@ def engine_build(plan, base: np.ndarray, ids: np.ndarray, target_recall: float, 
         vectors.train(base[chosen[len(held_out) :]])
     exact = StreamingExactTopK(base[held_out], K + 1)
     for start in range(0, n, CHUNK):
-        vectors.add(base[start : start + CHUNK], ids[start : start + CHUNK])
-        exact.add(base[start : start + CHUNK], ids[start : start + CHUNK])
+        keep = ~np.isin(ids[start : start + CHUNK], ids[held_out])
+        vectors.add(base[start : start + CHUNK][keep], ids[start : start + CHUNK][keep])
+        exact.add(base[start : start + CHUNK][keep], ids[start : start + CHUNK][keep])
     quality = tune_and_measure(plan, vectors.apply_search_params, lambda q, k: vectors.search(q, k)[1], exact.queries, ids[held_out], exact.ids, target_recall)
+    vectors.add(base[held_out], ids[held_out])
     return vectors, quality.as_dict()
 
 
@@ -179,6 +181,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--centres", type=int, default=4_000)
+    parser.add_argument("--spread", type=float, default=0.35, help="clustered: norm of the Gaussian noise around each unit centre")
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--single", type=int, default=200, help="queries timed one at a time")
     parser.add_argument("--types", default="flat,auto,ivf,hnsw,sq8,ivfpq")
@@ -197,11 +200,11 @@ def main() -> None:
         base, queries = np.ascontiguousarray(vectors[~held_out]), np.ascontiguousarray(vectors[held_out])
         texts = [t for t, out in zip(texts, held_out) if not out]
     elif args.data == "clustered":
-        base, queries = engine_data.clustered(args.n, args.dim, args.centres, args.queries)
+        base, queries = engine_data.clustered(args.n, args.dim, args.centres, args.queries, spread=args.spread)
     else:
         base, queries = engine_data.uniform(args.n, args.dim, args.queries)
     truth = faiss.knn(queries, base, K, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    print(f"data={args.data} n={len(base):,} dim={base.shape[1]} queries={len(queries)} faiss={faiss.__version__} "
+    print(f"data={args.data} spread={args.spread} centres={args.centres} n={len(base):,} dim={base.shape[1]} queries={len(queries)} faiss={faiss.__version__} "
           f"threads={faiss.omp_get_max_threads()} cpus={os.cpu_count()}", flush=True)
     rows = run(base, queries, truth, [t for t in args.types.split(",") if t], args, texts)
     print()

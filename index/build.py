@@ -134,11 +134,18 @@ def build_index(
     exact = StreamingExactTopK(sample_vectors[:n_queries], TUNING_K + 1)
 
     cached = dict(zip(positions.tolist(), sample_vectors))
+    held_out = sample_ids[:n_queries]
+
+    def add(embedded: np.ndarray, ids: np.ndarray) -> None:
+        """Add all but the held-out queries (added after tuning: a query already in an HNSW graph would find its neighbours too easily)."""
+        keep = ~np.isin(ids, held_out)
+        placement.add(vectors, embedded[keep], ids[keep])
+        exact.add(embedded[keep], ids[keep])
+
     hide = None if config.show_progress is None else not config.show_progress
     with tqdm(total=n, initial=partial.done, desc="indexing", unit="doc", disable=hide) as bar:
         for done_vectors, done_ids in partial.completed_chunks(config.chunk_size):
-            vectors.add(done_vectors, done_ids)
-            exact.add(done_vectors, done_ids)
+            add(done_vectors, done_ids)
         stats = CorpusStats()
         documents = read_corpus(corpus, stats)
         for _ in islice(documents, partial.done):
@@ -146,12 +153,12 @@ def build_index(
         for chunk in chunks(documents, config.chunk_size):
             embedded = encode_chunk(model, chunk, partial.done, cached, config.batch_size)
             ids = np.fromiter((d.id for d in chunk), dtype=np.int64, count=len(chunk))
-            placement.add(vectors, embedded, ids)
-            exact.add(embedded, ids)
+            add(embedded, ids)
             partial.record_chunk(embedded, ids, chunk)
             bar.update(len(chunk))
     vectors = placement.to_cpu(vectors)
-    quality = measure(plan, vectors, exact, sample_ids[:n_queries], config.target_recall)
+    quality = measure(plan, vectors, exact, held_out, config.target_recall)
+    vectors.add(sample_vectors[:n_queries], held_out)
 
     folder = partial.finish()
     vectors.write(folder)
@@ -176,7 +183,7 @@ def build_index(
 
 
 def measure(plan: IndexPlan, vectors: VectorIndex, exact: StreamingExactTopK, self_ids: np.ndarray, target_recall: float) -> Quality:
-    """Tune the plan's knob on the held-out queries (their exact neighbours streamed during the build) and time it."""
+    """Tune the plan's knob on the held-out queries (not yet in the index; exact neighbours streamed during the build) and time it."""
     return tune_and_measure(
         plan, vectors.apply_search_params, lambda q, k: vectors.search(q, k)[1], exact.queries, self_ids, exact.ids, target_recall, TUNING_K
     )

@@ -120,11 +120,13 @@ def test_hnsw_tombstones_are_compacted_away(tmp_path, docs, tiny_model_dir):
     remove_documents(out, range(1000, 1050))  # 50 of 300: tombstones, no rebuild yet
     manifest = Manifest.read(out)
     assert (manifest.document_count, manifest.vector_count) == (250, 300)
+    assert len(np.load(out / "tombstones.npy")) == 50
     texts = [json.loads(line)["text"] for line in docs.read_text().splitlines()[:60]]
     assert {h.id for hits in load_index(out).search(texts, k=20) for h in hits}.isdisjoint(range(1000, 1050))
     remove_documents(out, range(1050, 1100))  # 100 of 300 > 25 %: the graph is rebuilt without them
     manifest = Manifest.read(out)
     assert (manifest.document_count, manifest.vector_count) == (200, 200)
+    assert not (out / "tombstones.npy").exists()
     found = {h.id for hits in load_index(out).search(texts + ["a dog"], k=20) for h in hits}
     assert min(found) >= 1100 and len(found) > 20
 
