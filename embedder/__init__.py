@@ -1,6 +1,22 @@
-"""Encoder stage: sentences in, float32 vectors out."""
+"""Encoder stage: sentences in, float32 vectors out.
 
-from embedder.encoding import encode
-from embedder.loading import DEFAULT_MODEL_NAME, embedding_dim, load_model, model_reference
+Names are imported on first use (PEP 562), so light modules such as `embedder.corpus`
+load without torch or sentence-transformers and the CLI starts fast.
+"""
 
-__all__ = ["DEFAULT_MODEL_NAME", "embedding_dim", "encode", "load_model", "model_reference"]
+from importlib import import_module
+
+_EXPORTS = {
+    "encode": "embedder.encoding",
+    "DEFAULT_MODEL_NAME": "embedder.loading",
+    "embedding_dim": "embedder.loading",
+    "load_model": "embedder.loading",
+    "model_reference": "embedder.loading",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -74,6 +74,17 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: broken gzip file ({exc})") from None
 
 
+def json_object(text: str, where: str) -> dict[str, Any]:
+    """Parse `text` as one JSON object, or raise a DataError that starts with `where` (file or file:line)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
 def _parse_id(value: Any, where: str, column: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise DataError(f"{where}: {column} {value!r} is not an integer")
@@ -139,12 +150,7 @@ def _read_jsonl(spec: CorpusSpec, stats: CorpusStats) -> Iterator[Document]:
             stats.blank += 1
             continue
         where = f"{spec.path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, found {type(record).__name__}")
+        record = json_object(line, where)
         text = record.pop(spec.text_column, None)
         if not isinstance(text, str):
             problem = "missing" if text is None else f"not a string ({type(text).__name__})"

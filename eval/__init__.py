@@ -1,6 +1,26 @@
-"""Evaluation stage: quality numbers for models and indexes."""
+"""Evaluation stage: quality numbers for models and indexes.
 
-from eval.sts import StsResult, StsRun, cosine_scores, evaluate_sts, mean_result, run_sts
-from eval.sts_data import StsData, load_sts, parse_data_arg
+Names are imported on first use (PEP 562), so light modules such as `eval.sts_data`
+load without torch or sentence-transformers and the CLI starts fast.
+"""
 
-__all__ = ["StsData", "StsResult", "StsRun", "cosine_scores", "evaluate_sts", "load_sts", "mean_result", "parse_data_arg", "run_sts"]
+from importlib import import_module
+
+_EXPORTS = {
+    "StsResult": "eval.sts",
+    "StsRun": "eval.sts",
+    "cosine_scores": "eval.sts",
+    "evaluate_sts": "eval.sts",
+    "mean_result": "eval.sts",
+    "run_sts": "eval.sts",
+    "StsData": "eval.sts_data",
+    "load_sts": "eval.sts_data",
+    "parse_data_arg": "eval.sts_data",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

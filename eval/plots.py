@@ -28,28 +28,31 @@ def plot_sts_scatter(runs: Sequence[StsRun], out: Path, title: str = "") -> None
     plt.close(fig)
 
 
-def plot_sweep(rows: Sequence[dict], out: Path) -> Path:
-    """Spearman vs kept dimensions, one line per (model, method); error bars where `spearman_std` is given.
+def plot_sweep(rows: Sequence[dict], out: Path, title: str = "") -> Path:
+    """Score vs kept dimensions: one panel per measure, whitening and JL (± std over seeds), full dim dotted.
 
-    Rows: {"model", "method", "dim", "spearman", optional "spearman_std"} (kind "reduction-sweep").
+    Rows as `simsearch reduce sweep --json` prints them: {"method", "dim", MEASURE: {"mean", "std"}, ...};
+    the row with method "full" is the unreduced model.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    series: dict[str, list[dict]] = {}
-    for row in rows:
-        series.setdefault(f"{Path(str(row.get('model', ''))).name} {row['method']}".strip(), []).append(row)
-    for label, points in series.items():
-        points = sorted(points, key=lambda r: r["dim"])
-        dims = [p["dim"] for p in points]
-        values = [p["spearman"] * 100 for p in points]
-        errors = [p.get("spearman_std", 0) * 100 for p in points]
-        ax.errorbar(dims, values, yerr=errors, marker="o", capsize=3, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("dimensions kept")
-    ax.set_ylabel("Spearman × 100")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    full = next(r for r in rows if r["method"] == "full")
+    names = [k for k, v in full.items() if isinstance(v, dict)]
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for method, style in (("whiten", "o-"), ("jl", "s--")):
+            chosen = sorted((r for r in rows if r["method"] == method), key=lambda r: r["dim"])
+            if chosen:
+                ax.errorbar([r["dim"] for r in chosen], [r[name]["mean"] for r in chosen], yerr=[r[name]["std"] for r in chosen], fmt=style, capsize=3, label=method)
+        ax.axhline(full[name]["mean"], color="grey", linestyle=":", label=f"full ({full['dim']})")
+        ax.set_xscale("log", base=2)
+        dims = sorted({r["dim"] for r in rows})
+        ax.set_xticks(dims, [str(k) for k in dims])
+        ax.set_xlabel("dimension k")
+        ax.set_ylabel(name)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
 

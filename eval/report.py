@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedder.corpus import json_object
 from errors import DataError, UsageError
 from eval.tables import format_table
 
@@ -33,6 +34,8 @@ class Record:
 def infer_kind(fields: dict[str, Any]) -> str:
     if "kind" in fields:
         return str(fields["kind"])
+    if "rows" in fields and "model_dim" in fields:
+        return "reduction-sweep"
     if "mrr@10" in fields:
         return "retrieval"
     if "ann_recall" in fields:
@@ -44,19 +47,16 @@ def infer_kind(fields: dict[str, Any]) -> str:
 
 def _objects(path: Path) -> Iterable[tuple[int, Any]]:
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
+    if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
-            value = json.loads(text)
+            values = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        yield from ((1, v) for v in (value if isinstance(value, list) else [value]))
-        return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        yield from ((1, v) for v in values)
+    elif path.suffix == ".json":
+        yield 1, json_object(text, str(path))
+    else:
+        yield from ((n, json_object(line, f"{path}:{n}")) for n, line in enumerate(text.splitlines(), start=1) if line.strip())
 
 
 def result_files(inputs: Sequence[Path]) -> list[Path]:
@@ -126,7 +126,18 @@ def _plain(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
-SECTIONS = {"sts": ("STS", sts_section), "retrieval": ("Retrieval", retrieval_section)}
+def sweep_section(records: Sequence[Record]) -> str:
+    """Each `reduce sweep --json` result: per method and dim, each measure as mean ± std."""
+    tables = []
+    for r in records:
+        rows = r.fields["rows"]
+        names = [k for k, v in rows[0].items() if isinstance(v, dict)]
+        cells = [(row["method"], row["dim"], *(f"{row[n]['mean']:.4f} ± {row[n]['std']:.4f}" for n in names)) for row in rows]
+        tables.append(f"`{r.source.name}` ({r.fields.get('documents', '?')} fit sentences):\n\n" + format_table(("method", "dim", *names), cells, markdown=True))
+    return "\n\n".join(tables)
+
+
+SECTIONS = {"sts": ("STS", sts_section), "retrieval": ("Retrieval", retrieval_section), "reduction-sweep": ("Dimension sweep", sweep_section)}
 
 
 def render_report(records: Sequence[Record], images: Sequence[str] = (), title: str = "Results") -> str:
@@ -163,9 +174,8 @@ def plot_records(records: Sequence[Record], folder: Path, stem: str) -> list[Pat
     from eval.plots import plot_recall_vs_qps, plot_sweep
 
     written = []
-    sweep = [r.fields for r in records if r.kind == "reduction-sweep"]
-    if sweep:
-        written.append(plot_sweep(sweep, folder / f"{stem}-dims.png"))
+    for n, record in enumerate(r for r in records if r.kind == "reduction-sweep"):
+        written.append(plot_sweep(record.fields["rows"], folder / f"{stem}-dims{n or ''}.png", record.source.stem))
     bench = [r.fields for r in records if r.kind == "index-bench"]
     if bench:
         written.append(plot_recall_vs_qps(bench, folder / f"{stem}-recall-qps.png"))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from embedder.corpus import decoded_lines
+from embedder.corpus import decoded_lines, json_object
 from errors import DataError
 
 _QID_HEADERS = {"qid", "query_id", "query-id", "id", "_id"}
@@ -39,11 +38,8 @@ def load_queries(path: Path | str) -> dict[str, str]:
 
 
 def _json_query(line: str, where: str) -> tuple[str, str]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-    qid = next((record[k] for k in ("qid", "query_id", "id", "_id") if isinstance(record, dict) and k in record), None)
+    record = json_object(line, where)
+    qid = next((record[k] for k in ("qid", "query_id", "id", "_id") if k in record), None)
     if qid is None or not isinstance(record.get("text"), str):
         raise DataError(f"{where}: expected an object with a query id (qid/id/_id) and a 'text' string")
     return str(qid), record["text"].strip()

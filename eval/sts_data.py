@@ -9,13 +9,12 @@ no header at all with three columns sentence1, sentence2, score (Chinese STS-B).
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from embedder.corpus import decoded_lines
+from embedder.corpus import decoded_lines, json_object
 from errors import DataError, UsageError
 
 # (sentence1, sentence2, score, split) column names per known header layout.
@@ -62,13 +61,7 @@ def _json_rows(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, list
     for lineno, line in lines:
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object")
-        records.append((lineno, record))
+        records.append((lineno, json_object(line, f"{path}:{lineno}")))
     header = list(records[0][1]) if records else []
     return [(0, header)] + [(n, [str(r.get(key, "")) for key in header]) for n, r in records]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -20,6 +21,17 @@ def check_target(target: Path, overwrite: bool) -> None:
         raise UsageError(f"{target}: exists and is not a folder")
 
 
+def swap_into_place(work: Path, target: Path) -> None:
+    """Move the finished folder `work` to `target`, replacing any old `target` by renames only."""
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, retired / "index")
+        os.replace(work, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(work, target)
+
+
 @contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `target` in one rename.
@@ -32,13 +44,27 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield work
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, retired / "index")
-            os.replace(work, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(work, target)
+        swap_into_place(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+@contextmanager
+def atomic_update(folder: Path) -> Iterator[Path]:
+    """Yield a copy of `folder` to modify; on success it replaces `folder` in one rename.
+
+    On any exception `folder` is left exactly as it was. A lock file beside the
+    folder makes concurrent updates wait instead of losing one another's changes.
+    """
+    lock_path = folder.parent / f".{folder.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            shutil.copytree(folder, work, dirs_exist_ok=True)
+            yield work
+            swap_into_place(work, folder)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise

@@ -1,39 +1,92 @@
-"""Build an index folder from a corpus: validate, encode in batches, write atomically."""
+"""Build an index folder from a corpus: validate, plan, train on a sample, stream encode+add, tune, write atomically.
+
+Memory stays bounded by one chunk plus the training sample: texts are read
+lazily, vectors go chunk by chunk into FAISS (and to a resumable stream file,
+see `index.partial`), and the exact neighbours of the held-out tuning queries
+are accumulated per chunk instead of keeping all vectors for an exact search.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-import faiss
 import numpy as np
 from sentence_transformers import SentenceTransformer
 from tqdm import tqdm
 
 from embedder import embedding_dim, encode, load_model, model_reference
-from embedder.corpus import CorpusSpec, CorpusStats, read_corpus, scan_corpus
-from index.atomic import atomic_folder, check_target
+from embedder.corpus import CorpusSpec, CorpusStats, Document, read_corpus, scan_corpus
+from embedder.reduction import reduction_of
+from index.atomic import check_target, swap_into_place
+from index.gpu import Placement, place
 from index.manifest import Manifest
-from index.store import STORE_NAME, DocStore
+from index.partial import PartialBuild
+from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, IndexPlan, check_target_recall, choose_plan, parse_memory, plan_for_type, tuning_query_count
+from index.quality import Quality, StreamingExactTopK, tune_and_measure
+from index.vectors import VectorIndex
 
-VECTORS_NAME = "vectors.faiss"
+TUNING_K = 10
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """How to build: which model, how many sentences per encoder batch, whether to replace."""
+    """How to build: model, batching, index type and the `auto` budget/target, replacement and resumption."""
 
     model: str | None = None
     batch_size: int = 64
     overwrite: bool = False
     show_progress: bool | None = None  # None: only on a terminal
-    chunk_size: int = 2048  # documents read, encoded and added per step
+    chunk_size: int = 2048  # documents read, encoded and added per step (and per resumable checkpoint)
+    index_type: str = "flat"  # flat, ivf, ivfpq, hnsw, sq8 or auto (see index.plan)
+    max_memory: str | int = DEFAULT_MAX_MEMORY
+    target_recall: float = DEFAULT_TARGET_RECALL
+    resume: bool = False
+    gpu: str = "auto"  # auto, off, one, all (see index.gpu)
+    seed: int = 0
 
 
-def new_faiss_index(dim: int) -> faiss.Index:
-    """Exact inner-product search over normalized vectors (= cosine), addressed by int64 ids."""
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+def make_plan(config: BuildConfig, n: int, dim: int) -> IndexPlan:
+    """The plan for the configured type; `auto` picks one from n, dim, memory budget and target recall."""
+    check_target_recall(config.target_recall)
+    budget = parse_memory(config.max_memory)
+    if config.index_type == "auto":
+        return choose_plan(n, dim, budget, config.target_recall)
+    return plan_for_type(config.index_type, n, dim, (f"--type {config.index_type}",))
+
+
+def sample_positions(n: int, plan: IndexPlan, seed: int) -> tuple[np.ndarray, int]:
+    """Corpus positions to encode up front (held-out tuning queries first, then training vectors) and the query count."""
+    queries = tuning_query_count(n)
+    chosen = np.random.default_rng(seed).choice(n, size=min(n, queries + plan.training_size(n)), replace=False)
+    return chosen.astype(np.int64), min(queries, len(chosen))
+
+
+def encode_sample(corpus: CorpusSpec, positions: np.ndarray, model: SentenceTransformer, config: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors and ids of the documents at `positions` (in that order), read in one streaming pass."""
+    wanted = set(positions.tolist())
+    found: dict[int, Document] = {p: d for p, d in enumerate(read_corpus(corpus)) if p in wanted}
+    docs = [found[p] for p in positions.tolist()]
+    vectors = encode(model, [d.text for d in docs], config.batch_size, normalize=True, show_progress=config.show_progress)
+    return vectors, np.array([d.id for d in docs], dtype=np.int64)
+
+
+def chunks(documents: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    while chunk := list(islice(documents, size)):
+        yield chunk
+
+
+def encode_chunk(model: SentenceTransformer, chunk: list[Document], first: int, cached: dict[int, np.ndarray], batch_size: int) -> np.ndarray:
+    """Vectors of one chunk starting at corpus position `first`; sample documents reuse their cached vector."""
+    rows = [cached.get(first + i) for i in range(len(chunk))]
+    todo = [i for i, row in enumerate(rows) if row is None]
+    fresh = encode(model, [chunk[i].text for i in todo], batch_size, normalize=True, show_progress=False)
+    for i, vector in zip(todo, fresh):
+        rows[i] = vector
+    return np.stack(rows).astype(np.float32, copy=False)
 
 
 def build_index(
@@ -42,30 +95,95 @@ def build_index(
     """Index every document of `corpus` into a new folder `out_dir` and return its manifest.
 
     The corpus is validated in a first cheap pass, so bad input fails before any
-    encoding; the folder appears only when complete (see `atomic_folder`).
+    encoding; the folder appears only when complete (built in `.NAME.partial`
+    beside it, which `config.resume` continues after an interruption).
     """
+    out_dir = Path(out_dir)
     check_target(out_dir, config.overwrite)
+    started = time.perf_counter()
     total = scan_corpus(corpus)
     model = model or load_model(config.model)
-    dim = embedding_dim(model)
-    vectors = new_faiss_index(dim)
-    stats = CorpusStats()
-    with atomic_folder(out_dir, config.overwrite) as work:
-        store = DocStore.create(work / STORE_NAME)
+    dim, n = embedding_dim(model), total.documents
+    plan = make_plan(config, n, dim)
+    stat = corpus.path.stat()
+    identity = {
+        "corpus": str(corpus.path.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
+        "text_column": corpus.text_column, "id_column": corpus.id_column, "format": corpus.format,
+        "model": model_reference(config.model), "plan": plan.factory, "chunk_size": config.chunk_size, "seed": config.seed,
+    }
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = PartialBuild.open(out_dir, identity, dim, config.resume)
+
+    sample = partial.load_sample()
+    if sample is None:
+        positions, _ = sample_positions(n, plan, config.seed)
+        sample = (positions, *encode_sample(corpus, positions, model, config))
+        partial.save_sample(*sample)
+    positions, sample_vectors, sample_ids = sample
+    n_queries = min(tuning_query_count(n), len(positions))
+    placement = place(plan, config.gpu)
+    trained = partial.trained_path()
+    if trained is not None:
+        vectors = VectorIndex.read(trained.parent, plan.index_type, {}, name=trained.name)
+    else:
+        vectors = VectorIndex.create(plan, dim)
+        if vectors.needs_training():
+            train_on = sample_vectors[n_queries:] if len(sample_vectors) > n_queries else sample_vectors
+            placement.train(vectors, train_on)
+            partial.save_trained(vectors)
+    exact = StreamingExactTopK(sample_vectors[:n_queries], TUNING_K + 1)
+
+    cached = dict(zip(positions.tolist(), sample_vectors))
+    held_out = sample_ids[:n_queries]
+
+    def add(embedded: np.ndarray, ids: np.ndarray) -> None:
+        """Add all but the held-out queries (added after tuning: a query already in an HNSW graph would find its neighbours too easily)."""
+        keep = ~np.isin(ids, held_out)
+        placement.add(vectors, embedded[keep], ids[keep])
+        exact.add(embedded[keep], ids[keep])
+
+    hide = None if config.show_progress is None else not config.show_progress
+    with tqdm(total=n, initial=partial.done, desc="indexing", unit="doc", disable=hide) as bar:
+        for done_vectors, done_ids in partial.completed_chunks(config.chunk_size):
+            add(done_vectors, done_ids)
+        stats = CorpusStats()
         documents = read_corpus(corpus, stats)
-        with tqdm(total=total.documents, desc="indexing", unit="doc", disable=None if config.show_progress is None else not config.show_progress) as bar:
-            while chunk := list(islice(documents, config.chunk_size)):
-                embedded = encode(model, [d.text for d in chunk], config.batch_size, normalize=True, show_progress=False)
-                vectors.add_with_ids(embedded, np.fromiter((d.id for d in chunk), dtype=np.int64, count=len(chunk)))
-                store.add(chunk)
-                bar.update(len(chunk))
-        store.close()
-        faiss.write_index(vectors, str(work / VECTORS_NAME))
-        manifest = Manifest(
-            model=model_reference(config.model),
-            embedding_dim=dim,
-            document_count=int(vectors.ntotal),
-            source={"corpus": str(corpus.path.resolve()), "blank_lines_skipped": stats.blank},
-        )
-        manifest.write(work)
+        for _ in islice(documents, partial.done):
+            pass
+        for chunk in chunks(documents, config.chunk_size):
+            embedded = encode_chunk(model, chunk, partial.done, cached, config.batch_size)
+            ids = np.fromiter((d.id for d in chunk), dtype=np.int64, count=len(chunk))
+            add(embedded, ids)
+            partial.record_chunk(embedded, ids, chunk)
+            bar.update(len(chunk))
+    vectors = placement.to_cpu(vectors)
+    quality = measure(plan, vectors, exact, held_out, config.target_recall)
+    vectors.add(sample_vectors[:n_queries], held_out)
+
+    folder = partial.finish()
+    vectors.write(folder)
+    manifest = Manifest(
+        model=model_reference(config.model),
+        embedding_dim=dim,
+        document_count=int(vectors.live_count),
+        index_type=plan.index_type,
+        faiss_factory=plan.factory,
+        index_params=dict(plan.params),
+        search_params=dict(quality.search_params),
+        choice={"requested": config.index_type, "max_memory": parse_memory(config.max_memory), "target_recall": config.target_recall,
+                "reasons": list(plan.reasons), "device": placement.describe(), "build_seconds": round(time.perf_counter() - started, 2)},
+        quality=quality.as_dict(),
+        vector_count=vectors.slots,
+        reduction=reduction_of(config.model),
+        source={"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank},
+    )
+    manifest.write(folder)
+    swap_into_place(folder, out_dir)
     return manifest
+
+
+def measure(plan: IndexPlan, vectors: VectorIndex, exact: StreamingExactTopK, self_ids: np.ndarray, target_recall: float) -> Quality:
+    """Tune the plan's knob on the held-out queries (not yet in the index; exact neighbours streamed during the build) and time it."""
+    return tune_and_measure(
+        plan, vectors.apply_search_params, lambda q, k: vectors.search(q, k)[1], exact.queries, self_ids, exact.ids, target_recall, TUNING_K
+    )

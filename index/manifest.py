@@ -9,9 +9,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from embedder.corpus import json_object
 from errors import DataError
 
-FORMAT_VERSION = 1
+# 2: index types (IVF ids live in the inverted lists), tuned search parameters, quality, HNSW tombstones.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # a version-1 folder is a flat index with the same files
 MANIFEST_NAME = "manifest.json"
 
 
@@ -35,6 +38,11 @@ class Manifest:
     index_type: str = "flat"
     faiss_factory: str = "IDMap2,Flat"
     reduction: dict[str, Any] | None = None
+    index_params: dict[str, Any] = field(default_factory=dict)  # build parameters (nlist, m, nbits, M, efConstruction)
+    search_params: dict[str, int] = field(default_factory=dict)  # tuned nprobe / efSearch, applied on load
+    choice: dict[str, Any] = field(default_factory=dict)  # requested type, memory budget, target recall, reasons
+    quality: dict[str, Any] = field(default_factory=dict)  # recall@10 and QPS measured on held-out queries at build
+    vector_count: int | None = None  # stored vectors, HNSW tombstones included
     source: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     simsearch_version: str = field(default_factory=simsearch_version)
@@ -51,14 +59,12 @@ class Manifest:
         if not path.is_file():
             raise DataError(f"{folder}: not a simsearch index (no {MANIFEST_NAME})")
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(raw, dict):
-            raise DataError(f"{path}: expected a JSON object")
+            raw = json_object(path.read_text(encoding="utf-8"), str(path))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not valid UTF-8") from None
         version = raw.get("format_version")
-        if version != FORMAT_VERSION:
-            raise DataError(f"{path}: format_version {version!r} is not supported (this simsearch reads {FORMAT_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise DataError(f"{path}: format_version {version!r} is not supported (this simsearch reads {', '.join(map(str, READABLE_VERSIONS))})")
         known = {f.name for f in fields(cls)}
         missing = {"model", "embedding_dim", "document_count"} - raw.keys()
         if missing:

@@ -7,15 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from embedder import encode, load_model
 from errors import DataError, UsageError
-from index.build import VECTORS_NAME
+from index.gpu import attach_searcher
 from index.manifest import Manifest
 from index.store import STORE_NAME, DocStore
+from index.vectors import VECTORS_NAME, VectorIndex
+
+# Metadata filter: field → required value (several are ANDed).
+Where = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,13 @@ class SearchIndex:
     """A loaded index folder. The model is loaded on the first text query only."""
 
     def __init__(
-        self, path: Path, manifest: Manifest, vectors: faiss.Index, store: DocStore, model: SentenceTransformer | None = None
+        self, path: Path, manifest: Manifest, vectors: VectorIndex, store: DocStore, model: SentenceTransformer | None = None, device: str = "CPU"
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.vectors = vectors
         self.store = store
+        self.device = device  # where unfiltered searches run, in words
         self._model = model
 
     @property
@@ -50,35 +54,60 @@ class SearchIndex:
             self._model = load_model(self.manifest.model)
         return self._model
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Top-k hits for each row of `queries` (already embedded with this index's model)."""
+    def allowed_ids(self, where: Where | None) -> np.ndarray | None:
+        """Ids whose metadata matches every field=value of `where` (None: no filter)."""
+        if not where:
+            return None
+        matching: set[int] | None = None
+        for name, value in where.items():
+            found = set(self.store.ids_where(name, value))
+            matching = found if matching is None else matching & found
+        return np.array(sorted(matching or ()), dtype=np.int64)
+
+    def search_ids(self, queries: np.ndarray, k: int = 10, where: Where | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Batch search without texts: (scores, ids) arrays of shape (n, k'); ids -1 where fewer hits exist.
+
+        A `where` filter runs on the CPU index with a FAISS ID selector (GPU copies cannot filter).
+        """
         if k < 1:
             raise UsageError(f"k must be at least 1, got {k}")
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.manifest.embedding_dim)
-        scores, ids = self.vectors.search(queries, min(k, max(self.vectors.ntotal, 1)))
-        docs = self.store.get([i for i in ids.ravel().tolist() if i >= 0])
-        results = []
-        for row_scores, row_ids in zip(scores.tolist(), ids.tolist()):
-            hits = [Hit(i, s, *docs[i]) for s, i in zip(row_scores, row_ids) if i >= 0 and i in docs]
-            results.append(hits)
-        return results
+        allowed = self.allowed_ids(where)
+        if allowed is not None and not len(allowed):
+            return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
+        k = min(k, max(self.vectors.live_count if allowed is None else len(allowed), 1))
+        return self.vectors.search(queries, k, allowed)
 
-    def search(self, queries: Sequence[str], k: int = 10, batch_size: int = 64) -> list[list[Hit]]:
+    def search_vectors(self, queries: np.ndarray, k: int = 10, where: Where | None = None) -> list[list[Hit]]:
+        """Top-k hits for each row of `queries` (already embedded with this index's model)."""
+        scores, ids = self.search_ids(queries, k, where)
+        docs = self.store.get([i for i in np.unique(ids).tolist() if i >= 0])
+        return [
+            [Hit(i, s, *docs[i]) for s, i in zip(row_scores, row_ids) if i >= 0 and i in docs]
+            for row_scores, row_ids in zip(scores.tolist(), ids.tolist())
+        ]
+
+    def search(self, queries: Sequence[str], k: int = 10, batch_size: int = 64, where: Where | None = None) -> list[list[Hit]]:
         """Top-k hits for each query text."""
-        return self.search_vectors(encode(self.model, queries, batch_size, normalize=self.manifest.normalized), k)
+        return self.search_vectors(encode(self.model, queries, batch_size, normalize=self.manifest.normalized), k, where)
 
 
-def load_index(path: Path | str, model: SentenceTransformer | None = None) -> SearchIndex:
-    """Open an index folder written by `build_index`; `model` overrides loading the manifest's model."""
+def load_index(path: Path | str, model: SentenceTransformer | None = None, mmap: bool = False, gpu: str = "auto") -> SearchIndex:
+    """Open an index folder written by `build_index`; `model` overrides loading the manifest's model.
+
+    `mmap` maps the vectors from disk (read-only) instead of reading them into memory;
+    `gpu` (auto, off, one, all) puts a search copy on the GPU when one is usable (see index.gpu).
+    """
     path = Path(path)
     manifest = Manifest.read(path)
     for name in (VECTORS_NAME, STORE_NAME):
         if not (path / name).is_file():
             raise DataError(f"{path}: index is incomplete (no {name})")
     try:
-        vectors = faiss.read_index(str(path / VECTORS_NAME))
+        vectors = VectorIndex.read(path, manifest.index_type, manifest.search_params, mmap=mmap)
     except RuntimeError as exc:
         raise DataError(f"{path / VECTORS_NAME}: cannot be read by FAISS ({str(exc).splitlines()[0]})") from None
-    if vectors.d != manifest.embedding_dim:
-        raise DataError(f"{path}: vectors have dim {vectors.d} but the manifest says {manifest.embedding_dim}")
-    return SearchIndex(path, manifest, vectors, DocStore.open(path / STORE_NAME), model)
+    if vectors.dim != manifest.embedding_dim:
+        raise DataError(f"{path}: vectors have dim {vectors.dim} but the manifest says {manifest.embedding_dim}")
+    device = attach_searcher(vectors, gpu)
+    return SearchIndex(path, manifest, vectors, DocStore.open(path / STORE_NAME), model, device)

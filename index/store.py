@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from embedder.corpus import Document
 
 STORE_NAME = "docs.sqlite"
+
+
+def json_path(field: str) -> str:
+    """SQLite JSON path of a top-level metadata field (quoted, so dots and spaces are literal)."""
+    return '$."' + field.replace('"', '\\"') + '"'
 
 
 class DocStore:
@@ -30,10 +37,31 @@ class DocStore:
         """Open read-only, so a query can never change an index."""
         return cls(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False))
 
-    def add(self, documents: Iterable[Document]) -> None:
+    @classmethod
+    def open_writable(cls, path: Path) -> DocStore:
+        return cls(sqlite3.connect(path))
+
+    def add(self, documents: Iterable[Document], replace: bool = False) -> None:
+        """Insert documents in one transaction; `replace` overwrites rows whose id exists (upsert, resumed builds)."""
         rows = ((d.id, d.text, json.dumps(d.metadata, ensure_ascii=False) if d.metadata else None) for d in documents)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
         with self._db:
-            self._db.executemany("INSERT INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+            self._db.executemany(f"{verb} INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+
+    def remove(self, ids: Sequence[int]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM docs WHERE id = ?", ((int(i),) for i in ids))
+
+    def existing(self, ids: Sequence[int]) -> set[int]:
+        """The subset of `ids` present in the store."""
+        return set(self.get(ids))
+
+    def ids_where(self, field: str, value: str) -> list[int]:
+        """Ids whose metadata field `field` equals `value` (compared as text, so 3 matches "3")."""
+        rows = self._db.execute(
+            "SELECT id FROM docs WHERE metadata IS NOT NULL AND CAST(json_extract(metadata, ?) AS TEXT) = ?", (json_path(field), value)
+        )
+        return [row[0] for row in rows]
 
     def get(self, ids: Sequence[int]) -> dict[int, tuple[str, dict[str, Any]]]:
         """Text and metadata for each id that exists."""
@@ -45,6 +73,23 @@ class DocStore:
             for doc_id, text, meta in self._db.execute(f"SELECT id, text, metadata FROM docs WHERE id IN ({marks})", chunk):
                 found[doc_id] = (text, json.loads(meta) if meta else {})
         return found
+
+    def iter_texts(self, chunk: int = 2048) -> Iterator[tuple[list[int], list[str]]]:
+        """All (ids, texts) in id order, `chunk` rows at a time, so a large store is never held at once."""
+        last = None
+        while True:
+            where, args = ("WHERE id > ?", (last, chunk)) if last is not None else ("", (chunk,))
+            rows = self._db.execute(f"SELECT id, text FROM docs {where} ORDER BY id LIMIT ?", args).fetchall()
+            if not rows:
+                return
+            yield [r[0] for r in rows], [r[1] for r in rows]
+            last = rows[-1][0]
+
+    def sample(self, n: int, seed: int = 0) -> dict[int, str]:
+        """Up to `n` documents (id → text) drawn uniformly at random, reproducibly for a seed."""
+        ids = [row[0] for row in self._db.execute("SELECT id FROM docs ORDER BY id")]
+        picked = np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False)
+        return {int(i): text for i, (text, _) in self.get([ids[j] for j in sorted(picked)]).items()}
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM docs").fetchone()[0])

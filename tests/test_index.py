@@ -77,17 +77,18 @@ def test_crash_during_rebuild_leaves_the_previous_index_loadable_and_unchanged(t
     calls = {"n": 0}
     real_encode = index.build.encode
 
-    def encode_then_crash(*args, **kwargs):  # our own function: the second chunk "crashes"
+    def encode_then_crash(*args, **kwargs):  # our own function: call 1 encodes the tuning sample, call 3 the second chunk
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:
             raise RuntimeError("simulated crash")
         return real_encode(*args, **kwargs)
 
     monkeypatch.setattr(index.build, "encode", encode_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_tiny(bigger, tmp_path / "idx", tiny_model_dir, overwrite=True, chunk_size=10)
-    assert calls["n"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bigger.txt", "corpus.txt", "idx"]  # no temp folder left behind
+    assert calls["n"] == 3
+    # Only the hidden progress folder that `--resume` continues is left beside the index.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.partial", "bigger.txt", "corpus.txt", "idx"]
     after = load_index(tmp_path / "idx").search(["a dog"], k=3)[0]
     assert Manifest.read(tmp_path / "idx").document_count == 12
     assert [(h.id, h.score) for h in after] == [(h.id, h.score) for h in before]

@@ -17,8 +17,9 @@ def test_report_tables_sts_and_retrieval_and_plots_sweeps(tmp_path):
            {"spearman": 0.8612, "pearson": 0.86, "n": 1379, "data": "/x/stsbenchmark.tsv.gz", "split": "test", "model": "trained"}]
     (results / "sts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sts))
     (results / "retrieval.json").write_text(json.dumps({"recall@10": 0.91, "mrr@10": 0.7512, "ndcg@10": 0.78, "map@100": 0.74, "queries": 309, "index": "/a/whiten-128", "model": "m"}))
-    sweep = [{"kind": "reduction-sweep", "model": "base", "method": m, "dim": d, "spearman": 0.8 - d / 10000} for m in ("whiten", "jl") for d in (64, 128)]
-    (results / "sweep.json").write_text(json.dumps(sweep))
+    rows = [{"method": "full", "dim": 384, "spearman": {"mean": 0.82, "std": 0.0}}]
+    rows += [{"method": m, "dim": d, "spearman": {"mean": 0.8 - d / 10000, "std": 0.01 if m == "jl" else 0.0}} for m in ("whiten", "jl") for d in (64, 128)]
+    (results / "sweep.json").write_text(json.dumps({"documents": 5000, "model_dim": 384, "rows": rows}))  # `reduce sweep --json`
     out = tmp_path / "docs" / "report.md"
     result = CliRunner().invoke(main, ["report", str(results), "-o", str(out), "--title", "Bench"])
     assert result.exit_code == 0, result.output
@@ -26,7 +27,8 @@ def test_report_tables_sts_and_retrieval_and_plots_sweeps(tmp_path):
     assert text.startswith("# Bench")
     assert "| base    | 82.03 (82.74)" in text and "| 37.81 (39.00)" in text and "| trained | 86.12 (86.00)" in text
     assert "| whiten-128    |     309 | 0.9100" in text and "0.7512" in text
-    assert "## reduction-sweep" in text and "![report-dims](report-dims.png)" in text
+    assert "## Dimension sweep" in text and "| jl     | 128 | 0.7872 ± 0.0100 |" in text
+    assert "![report-dims](report-dims.png)" in text
     assert (out.parent / "report-dims.png").read_bytes()[:4] == b"\x89PNG"
 
 
