@@ -14,6 +14,8 @@ import click
 import numpy as np
 
 from embedder.corpus import FORMATS, CorpusSpec, read_corpus, scan_corpus
+from embedder.pooling import POOLINGS
+from embedder.training_data import METHODS
 from errors import SimsearchError, UsageError
 from index.gpu import GPU_MODES
 from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, INDEX_TYPES
@@ -390,6 +392,58 @@ def report(inputs: tuple[Path, ...], output: Path, title: str) -> None:
 
     images = write_report(list(inputs), output, title)
     click.echo(f"wrote {output}" + (f" and {len(images)} plot(s) beside it" if images else ""), err=True)
+
+
+TRAIN_HELP = """Fine-tune an encoder on TRAIN with METHOD and save it to OUT (a sentence-transformers folder + training.json).
+
+\b
+METHOD:
+  cosent        scored pairs: STS-B (.tsv.gz, train split), SICK, s1/s2/score TSV/CSV,
+                headerless sentence1<TAB>sentence2<TAB>score; graded scores or 0/1 labels.
+                CoSENT ranking loss on cosines, scale 20.
+  simcse-unsup  unlabeled sentences, one per line (or both columns of a pair file); each
+                sentence twice with dropout as noise, in-batch negatives, temperature 0.05.
+  simcse-sup    triplets: JSONL {"query", "pos": [...], "neg": [...]}, a 3-column
+                anchor/positive/negative TSV, or NLI pairs (SICK: ENTAILMENT -> positive,
+                CONTRADICTION -> hard negative of the same premise).
+
+With --dev (STS pairs; a file with a split column gives its dev split), the model is
+scored (Spearman) at the start, every --eval-steps (default: each epoch) and at the end,
+and the best checkpoint is the one saved. All input is validated before training starts.
+"""
+
+
+@main.command(help=TRAIN_HELP)
+@click.argument("method", type=click.Choice(METHODS))
+@click.option("--train", "train_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Training data file.")
+@click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS pairs scored for checkpoint choice.")
+@click.option("--base", default=None, help="Model to start from: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model folder to create.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Pairs (or triplets) per step; also the in-batch negatives for SimCSE.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5, show_default=True, help="Peak learning rate (AdamW, linear warm-up over 10% of steps, then linear decay).")
+@click.option("--max-seq-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to this many tokens [default: the base model's].")
+@click.option("--pooling", type=click.Choice(POOLINGS), default=None, help="Sentence pooling [default: the base model's].")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed for initialisation, shuffling and dropout.")
+@click.option("--eval-steps", type=click.IntRange(min=1), default=None, help="Score --dev every N steps [default: once per epoch].")
+@click.option("--max-score", type=click.FloatRange(min=0, min_open=True), default=None, help="cosent: scores are divided by this [default: the largest score in TRAIN].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT (only once the new model is complete).")
+def train(
+    method: str, train_path: Path, dev: Path | None, base: str | None, output: Path, epochs: int, batch_size: int, lr: float,
+    max_seq_length: int | None, pooling: str | None, seed: int, eval_steps: int | None, max_score: float | None, overwrite: bool,
+) -> None:
+    import logging
+
+    from embedder.training import TrainConfig
+    from embedder.training import train as run_training
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("simsearch.train").setLevel(logging.INFO)
+    config = TrainConfig(
+        method, train_path, output, dev=dev, base=base, epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
+        pooling=pooling, seed=seed, eval_steps=eval_steps, max_score=max_score, overwrite=overwrite,
+    )
+    run_training(config)
 
 
 class DimType(click.ParamType):

@@ -9,7 +9,7 @@ no header at all with three columns sentence1, sentence2, score (Chinese STS-B).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ class StsData:
     sentences2: list[str]
     scores: np.ndarray
     split: str | None = None  # the split kept, when the file has a split column
+    lines: list[int] = field(default_factory=list)  # 1-based file line of each pair, for error messages
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -109,6 +110,7 @@ def load_sts(path: Path | str, split: str | None = "test", columns: tuple[str, s
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
+    lines: list[int] = []
     for lineno, row in body:
         where = f"{path}:{lineno}"
         if len(row) <= max(i1, i2, iscore, isplit or 0):
@@ -121,7 +123,8 @@ def load_sts(path: Path | str, split: str | None = "test", columns: tuple[str, s
         s1.append(row[i1].strip())
         s2.append(row[i2].strip())
         scores.append(float(value))
+        lines.append(lineno)
     if not scores:
         raise DataError(f"{path}: no pairs" + (f" in split {split!r}" if wanted is not None else ""))
     kept = split if wanted is not None else None
-    return StsData(f"{path.name}:{split}" if kept else path.name, s1, s2, np.asarray(scores, dtype=np.float64), kept)
+    return StsData(f"{path.name}:{split}" if kept else path.name, s1, s2, np.asarray(scores, dtype=np.float64), kept, lines)
