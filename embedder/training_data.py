@@ -8,14 +8,13 @@ record. A bad row raises `DataError` naming the file and line.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedder.corpus import CorpusSpec, decoded_lines
+from embedder.corpus import CorpusSpec, decoded_lines, json_object
 from errors import DataError, UsageError
 from eval.sts_data import StsData, load_sts
 
@@ -119,12 +118,7 @@ def _jsonl_triplets(path: Path) -> list[tuple[str, str, str]]:
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object with query, pos and neg")
+        record = json_object(line, where)
         query = record.get("query")
         if not isinstance(query, str) or not query.strip():
             raise DataError(f"{where}: field 'query' must be a non-empty string")
