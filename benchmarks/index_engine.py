@@ -10,11 +10,12 @@ and the very same FAISS index object without our search layer) and numpy brute f
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--hnsw-subset", type=int, default=0, help="build HNSW on only the first N vectors (0: all)")
     parser.add_argument("--max-memory", default="2G")
     parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON records (kind index-bench) for `simsearch report`")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -210,6 +212,10 @@ def main() -> None:
     print()
     print(table(rows))
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
+    if args.json:
+        dataset = f"{args.data} ({len(base):,} x {base.shape[1]})"
+        records = [{"kind": "index-bench", "dataset": dataset, "type": r.name, **asdict(r), "recall@10": r.recall} for r in rows]
+        args.json.write_text(json.dumps(records, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -63,11 +63,12 @@ def plot_recall_vs_qps(rows: Sequence[dict], out: Path) -> Path:
     Rows: {"dataset", "type", "recall@10", "qps_batch"} (kind "index-bench").
     """
     datasets = list(dict.fromkeys(str(r.get("dataset", "")) for r in rows))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(9 * len(datasets), 4.2), squeeze=False)
+    markers = "osD^vP*Xh<>"
     for ax, dataset in zip(axes[0], datasets):
-        for row in (r for r in rows if str(r.get("dataset", "")) == dataset):
-            ax.scatter(row["recall@10"], row["qps_batch"], s=30)
-            ax.annotate(str(row["type"]), (row["recall@10"], row["qps_batch"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        for n, row in enumerate(r for r in rows if str(r.get("dataset", "")) == dataset):
+            ax.scatter(row["recall@10"], row["qps_batch"], s=40, marker=markers[n % len(markers)], label=str(row["type"]))
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         ax.set_yscale("log")
         ax.set_xlabel("recall@10 vs exact")
         ax.set_ylabel("queries / s (batch)")
