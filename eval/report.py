@@ -95,17 +95,18 @@ def _label(fields: dict[str, Any]) -> str:
 
 def sts_section(records: Sequence[Record]) -> str:
     """Spearman ×100 (Pearson in brackets), one row per model, one column per data set."""
-    sets = list(dict.fromkeys(Path(str(r.fields["data"])).name + _split_suffix(r.fields) for r in records))
+    sets = list(dict.fromkeys(_sts_column(r.fields) for r in records))
     table: dict[str, dict[str, str]] = {}
     for r in records:
-        column = Path(str(r.fields["data"])).name + _split_suffix(r.fields)
-        table.setdefault(_label(r.fields), {})[column] = f"{r.fields['spearman'] * 100:.2f} ({r.fields['pearson'] * 100:.2f})"
+        table.setdefault(_label(r.fields), {})[_sts_column(r.fields)] = f"{r.fields['spearman'] * 100:.2f} ({r.fields['pearson'] * 100:.2f})"
     rows = [(label, *(cells.get(s, "") for s in sets)) for label, cells in table.items()]
     return "Spearman × 100 (Pearson × 100) of cosine similarity.\n\n" + format_table(("model", *sets), rows, markdown=True)
 
 
-def _split_suffix(fields: dict[str, Any]) -> str:
-    return f":{fields['split']}" if fields.get("split") else ""
+def _sts_column(fields: dict[str, Any]) -> str:
+    """A data set's column heading: file name, plus `:split` when one was applied."""
+    name = Path(str(fields["data"])).name
+    return f"{name}:{fields['split']}" if fields.get("split") else name
 
 
 def retrieval_section(records: Sequence[Record]) -> str:

@@ -19,10 +19,10 @@ from sentence_transformers import SentenceTransformer
 from tqdm import tqdm
 
 from embedder import embedding_dim, encode, load_model, model_reference
-from embedder.corpus import CorpusSpec, CorpusStats, Document, read_corpus, scan_corpus
+from embedder.corpus import CorpusSpec, Document, read_corpus, scan_corpus
 from embedder.reduction import reduction_of
 from index.atomic import check_target, swap_into_place
-from index.gpu import Placement, place
+from index.gpu import place
 from index.manifest import Manifest
 from index.partial import PartialBuild
 from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, IndexPlan, check_target_recall, choose_plan, parse_memory, plan_for_type, tuning_query_count
@@ -146,8 +146,7 @@ def build_index(
     with tqdm(total=n, initial=partial.done, desc="indexing", unit="doc", disable=hide) as bar:
         for done_vectors, done_ids in partial.completed_chunks(config.chunk_size):
             add(done_vectors, done_ids)
-        stats = CorpusStats()
-        documents = read_corpus(corpus, stats)
+        documents = read_corpus(corpus)
         for _ in islice(documents, partial.done):
             pass
         for chunk in chunks(documents, config.chunk_size):

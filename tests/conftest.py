@@ -68,3 +68,18 @@ def tiny_corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def crash_on_call(monkeypatch, module, name: str, call: int, error: BaseException | None = None) -> dict[str, int]:
+    """Make our own function `module.name` raise `error` on its `call`-th use (a simulated crash); returns the call counter."""
+    real = getattr(module, name)
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise error or RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, crashing)
+    return calls

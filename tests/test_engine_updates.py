@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import index.build
 import index.update
 from cli import main
-from conftest import TINY_WORDS
+from conftest import TINY_WORDS, crash_on_call
 from embedder.corpus import CorpusSpec
 from errors import DataError, UsageError
 from index import BuildConfig, Manifest, build_index, load_index
@@ -154,16 +154,7 @@ def test_crash_in_the_middle_of_an_add_leaves_the_previous_index_unchanged(tmp_p
     build(docs, out, tiny_model_dir, index_type="ivf")
     before_files, before_hits = snapshot(out), load_index(out).search(["a dog"], k=5)[0]
     more = write_jsonl(tmp_path / "more.jsonl", [{"id": 9000 + i, "text": t} for i, t in enumerate(sentences(50, 1))])
-    calls = {"n": 0}
-    real_encode = index.update.encode
-
-    def encode_then_crash(*args, **kwargs):  # the third chunk fails after two were added to the copy
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("simulated crash")
-        return real_encode(*args, **kwargs)
-
-    monkeypatch.setattr(index.update, "encode", encode_then_crash)
+    calls = crash_on_call(monkeypatch, index.update, "encode", 3)  # the third chunk fails after two were added to the copy
     with pytest.raises(RuntimeError, match="simulated crash"):
         add_documents(out, CorpusSpec(more), chunk_size=10)
     assert calls["n"] == 3
@@ -175,16 +166,8 @@ def test_crash_in_the_middle_of_an_add_leaves_the_previous_index_unchanged(tmp_p
 @pytest.mark.parametrize("index_type", ["ivf", "flat"])
 def test_resume_after_an_interrupted_build_gives_the_same_index(tmp_path, docs, tiny_model_dir, monkeypatch, index_type):
     whole = build(docs, tmp_path / "whole", tiny_model_dir, index_type=index_type, chunk_size=64)
-    calls = {"n": 0}
     real_encode = index.build.encode
-
-    def encode_then_crash(*args, **kwargs):  # call 1 encodes the sample; calls 2-4 the first chunks; call 5 dies
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_encode(*args, **kwargs)
-
-    monkeypatch.setattr(index.build, "encode", encode_then_crash)
+    crash_on_call(monkeypatch, index.build, "encode", 5, KeyboardInterrupt())  # call 1: the sample; 2-4: chunks; 5 dies
     with pytest.raises(KeyboardInterrupt):
         build(docs, tmp_path / "resumed", tiny_model_dir, index_type=index_type, chunk_size=64)
     monkeypatch.setattr(index.build, "encode", real_encode)

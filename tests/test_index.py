@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import index.build
-from conftest import STSB_EN, require
+from conftest import STSB_EN, crash_on_call, require
 from embedder import encode
 from embedder.corpus import CorpusSpec
 from errors import UsageError
@@ -74,16 +74,8 @@ def test_crash_during_rebuild_leaves_the_previous_index_loadable_and_unchanged(t
     before = load_index(tmp_path / "idx").search(["a dog"], k=3)[0]
     bigger = tmp_path / "bigger.txt"
     bigger.write_text("\n".join(f"the dog runs {i}" for i in range(50)) + "\n", encoding="utf-8")
-    calls = {"n": 0}
-    real_encode = index.build.encode
-
-    def encode_then_crash(*args, **kwargs):  # our own function: call 1 encodes the tuning sample, call 3 the second chunk
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("simulated crash")
-        return real_encode(*args, **kwargs)
-
-    monkeypatch.setattr(index.build, "encode", encode_then_crash)
+    # Call 1 encodes the tuning sample, call 3 the second chunk.
+    calls = crash_on_call(monkeypatch, index.build, "encode", 3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_tiny(bigger, tmp_path / "idx", tiny_model_dir, overwrite=True, chunk_size=10)
     assert calls["n"] == 3
