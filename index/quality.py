@@ -97,11 +97,22 @@ class Quality:
         }
 
 
+def recall_plateaued(recalls: list[float], steps: int = 2, gain: float = 0.002) -> bool:
+    """True when each of the last `steps` doublings of the knob raised recall by less than `gain`."""
+    if len(recalls) <= steps:
+        return False
+    return all(later - earlier < gain for earlier, later in zip(recalls[-steps - 1 :], recalls[-steps:]))
+
+
 def tune_and_measure(
     plan: IndexPlan, set_param: Callable[[dict[str, int]], None], search: Search, queries: np.ndarray,
     self_ids: np.ndarray, true_ids: np.ndarray, target_recall: float, k: int = 10,
 ) -> Quality:
-    """Try the plan's knob in increasing cost until recall@k reaches the target (else keep the best), then time it."""
+    """Try the plan's knob in increasing cost until recall@k reaches the target (else keep the best), then time it.
+
+    The sweep also stops once recall has plateaued (quantization, not the search, caps it): scanning
+    more lists or a wider graph would cost build time and buy nothing.
+    """
     def recall() -> float:
         return recall_at_k(drop_self(search(queries, k + 1), self_ids, k), drop_self(true_ids, self_ids, k), k)
 
@@ -110,7 +121,7 @@ def tune_and_measure(
     for value in search_param_candidates(plan):
         set_param({plan.tunable: value})
         tried.append((value, recall()))
-        if tried[-1][1] >= target_recall:
+        if tried[-1][1] >= target_recall or recall_plateaued([r for _, r in tried]):
             break
     if tried:
         best = next((v for v, r in tried if r >= target_recall), max(tried, key=lambda t: t[1])[0])

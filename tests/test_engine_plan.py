@@ -9,7 +9,7 @@ from errors import UsageError
 from index.plan import (
     EXACT_ENOUGH, HNSW_MAX_AUTO, choose_plan, estimate_bytes, nlist_for, parse_memory, plan_for_type, pq_m_for, search_param_candidates,
 )
-from index.quality import drop_self, recall_at_k
+from index.quality import drop_self, recall_at_k, recall_plateaued
 
 G = 2**30
 
@@ -103,3 +103,10 @@ def test_recall_at_k_counts_overlap_and_ignores_padding():
 def test_drop_self_removes_the_query_id_and_pads():
     assert drop_self(np.array([[7, 1, 2], [3, 4, 5]]), np.array([7, 9]), 2).tolist() == [[1, 2], [3, 4]]
     assert drop_self(np.array([[7, -1, -1]]), np.array([7]), 2).tolist() == [[-1, -1]]
+
+
+def test_recall_plateau_needs_two_flat_doublings_in_a_row():
+    assert not recall_plateaued([0.50, 0.50])  # too few steps to tell
+    assert not recall_plateaued([0.50, 0.70, 0.701])  # one flat step after a real gain
+    assert recall_plateaued([0.50, 0.70, 0.701, 0.7015])
+    assert not recall_plateaued([0.50, 0.501, 0.60])  # a late gain restarts the count

@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from index.plan import plan_for_type
-from index.quality import recall_at_k, tune_and_measure
+from index.plan import plan_for_type, search_param_candidates
+from index.quality import recall_at_k, recall_plateaued, tune_and_measure
 from index.vectors import VectorIndex
 
 N, DIM, CENTRES, QUERIES = 20_000, 32, 200, 200
@@ -55,3 +55,9 @@ def test_type_reaches_its_recall_against_exact_search(synthetic, index_type, bou
         values = [v for v, _ in quality.tried]
         assert quality.search_params[plan.tunable] == values[-1]
         assert all(r < 0.95 for _, r in quality.tried[:-1])
+    elif plan.tunable:
+        # Target out of reach (PQ caps recall): the sweep stopped once recall plateaued and kept the best value.
+        recalls = [r for _, r in quality.tried]
+        assert len(recalls) < len(search_param_candidates(plan))
+        assert recall_plateaued(recalls) and not recall_plateaued(recalls[:-1])
+        assert quality.search_params[plan.tunable] == max(quality.tried, key=lambda t: t[1])[0]
