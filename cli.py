@@ -15,7 +15,7 @@ import numpy as np
 
 from embedder.corpus import FORMATS, CorpusSpec, read_corpus, scan_corpus
 from embedder.pooling import POOLINGS
-from embedder.training_data import METHODS
+from embedder.training_methods import METHODS, defaults_help
 from errors import SimsearchError, UsageError
 from index.gpu import GPU_MODES
 from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, INDEX_TYPES
@@ -419,9 +419,9 @@ and the best checkpoint is the one saved. All input is validated before training
 @click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS pairs scored for checkpoint choice.")
 @click.option("--base", default=None, help="Model to start from: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2).")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model folder to create.")
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Pairs (or triplets) per step; also the in-batch negatives for SimCSE.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5, show_default=True, help="Peak learning rate (AdamW, linear warm-up over 10% of steps, then linear decay).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over TRAIN " + defaults_help("epochs") + ".")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Pairs (or triplets) per step; also the in-batch negatives for SimCSE " + defaults_help("batch_size") + ".")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (AdamW, linear warm-up over 10% of steps, then linear decay) " + defaults_help("lr") + ".")
 @click.option("--max-seq-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to this many tokens [default: the base model's].")
 @click.option("--pooling", type=click.Choice(POOLINGS), default=None, help="Sentence pooling [default: the base model's].")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed for initialisation, shuffling and dropout.")
@@ -429,7 +429,7 @@ and the best checkpoint is the one saved. All input is validated before training
 @click.option("--max-score", type=click.FloatRange(min=0, min_open=True), default=None, help="cosent: scores are divided by this [default: the largest score in TRAIN].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT (only once the new model is complete).")
 def train(
-    method: str, train_path: Path, dev: Path | None, base: str | None, output: Path, epochs: int, batch_size: int, lr: float,
+    method: str, train_path: Path, dev: Path | None, base: str | None, output: Path, epochs: int | None, batch_size: int | None, lr: float | None,
     max_seq_length: int | None, pooling: str | None, seed: int, eval_steps: int | None, max_score: float | None, overwrite: bool,
 ) -> None:
     import logging

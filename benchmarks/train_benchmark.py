@@ -46,9 +46,9 @@ def main() -> None:
     parser.add_argument("--dev", type=Path)
     parser.add_argument("--test", action="append", required=True, help="PATH[:SPLIT], repeatable; the first is the headline")
     parser.add_argument("--base", default=None)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the method's (embedder.training_methods)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--max-seq-length", type=int, default=None)
     parser.add_argument("--pooling", default=None)
     parser.add_argument("--seed", type=int, default=42)
@@ -79,18 +79,19 @@ def main() -> None:
     if args.save_model:
         shutil.copytree(result.output, args.save_model, dirs_exist_ok=True)
 
+    hp = result.record["hyperparameters"]  # as run: the method's defaults filled in
     if args.plain:
         from train_plain_st import train_plain
 
         base = args.base or str(default_model_path())
         cpu = time.process_time()
-        seconds = train_plain(args.train, work / "plain", base, args.epochs, args.batch_size, args.lr, args.seed, args.eval_steps, args.max_seq_length)
+        seconds = train_plain(args.train, work / "plain", base, hp["epochs"], hp["batch_size"], hp["lr"], args.seed, args.eval_steps, args.max_seq_length)
         cpu = time.process_time() - cpu
         rows.append({"model": "plain sentence-transformers", **scores(str(work / "plain"), sets), "train_s": round(seconds, 2), "cpu_s": round(cpu, 1)})
 
     names = [name for name, _ in sets]
-    print(f"\n{args.method} on {args.train.name}: epochs {args.epochs}, batch {args.batch_size}, lr {args.lr:g}, "
-          f"max_seq_length {result.record['hyperparameters']['max_seq_length']}, pooling {result.record['hyperparameters']['pooling']}, seed {args.seed}")
+    print(f"\n{args.method} on {args.train.name}: epochs {hp['epochs']}, batch {hp['batch_size']}, lr {hp['lr']:g}, "
+          f"max_seq_length {hp['max_seq_length']}, pooling {hp['pooling']}, seed {args.seed}")
     print("| model | " + " | ".join(f"{n} Spearman" for n in names) + " | train wall s | train CPU s |")
     print("|---|" + "---|" * (len(names) + 2))
     for row in rows:

@@ -15,7 +15,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -31,7 +31,8 @@ from transformers import PrinterCallback, TrainerCallback
 
 from embedder.loading import load_model, model_reference
 from embedder.pooling import POOLINGS, make_pooling
-from embedder.training_data import METHODS, TrainingData, check_pairs, read_training_data
+from embedder.training_data import TrainingData, check_pairs, read_training_data
+from embedder.training_methods import METHOD_DEFAULTS, METHODS
 from errors import UsageError
 from eval.sts_data import StsData, load_sts
 from index.atomic import atomic_folder, check_target
@@ -53,9 +54,9 @@ class TrainConfig:
     output: Path
     dev: Path | None = None
     base: str | None = None  # None: the bundled default model
-    epochs: int = 1
-    batch_size: int = 32  # with lr 5e-5: the best CoSENT setting measured on STS-B (docs/benchmarks.md)
-    lr: float = 5e-5
+    epochs: int | None = None  # None: METHOD_DEFAULTS[method]
+    batch_size: int | None = None
+    lr: float | None = None
     max_seq_length: int | None = None  # None: the base model's
     pooling: str | None = None  # None: keep the base model's pooling
     seed: int = 42
@@ -109,7 +110,7 @@ def check_config(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if not config.lr > 0:
+    if config.lr is not None and not config.lr > 0:
         raise UsageError(f"--lr must be positive, got {config.lr}")
     if config.eval_steps is not None and config.dev is None:
         raise UsageError("--eval-steps needs --dev (the data to evaluate on)")
@@ -117,6 +118,17 @@ def check_config(config: TrainConfig) -> None:
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
     check_target(config.output, config.overwrite)
+
+
+def with_method_defaults(config: TrainConfig) -> TrainConfig:
+    """`config` with the method's default for each of epochs, batch size and lr left unset."""
+    defaults = METHOD_DEFAULTS[config.method]
+    return replace(
+        config,
+        epochs=config.epochs or defaults.epochs,
+        batch_size=config.batch_size or defaults.batch_size,
+        lr=config.lr or defaults.lr,
+    )
 
 
 def load_dev(path: Path) -> StsData:
@@ -266,6 +278,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     started = time.perf_counter()
     check_config(config)
+    config = with_method_defaults(config)
     data = read_training_data(config.method, config.train, config.max_score)
     dev = load_dev(config.dev) if config.dev is not None else None
     log.info(f"{config.method}: {len(data)} training rows from {config.train}" + (f", {len(dev)} dev pairs from {config.dev}" if dev else ""))

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedder.corpus import CorpusSpec, decoded_lines, json_object
+from embedder.training_methods import METHODS
 from errors import DataError, UsageError
 from eval.sts_data import StsData, load_sts
 
-METHODS = ("cosent", "simcse-unsup", "simcse-sup")
 # NLI files: (premise, hypothesis, label) column names, SICK first.
 _NLI_LAYOUTS = (
     ("sentence_A", "sentence_B", "entailment_judgment"),

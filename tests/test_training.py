@@ -18,6 +18,7 @@ from conftest import DATA, TINY_WORDS, require
 from embedder.pooling import make_pooling
 from embedder.training import TRAINING_JSON, TrainConfig, file_sha256, make_loss, mixed_precision, train
 from embedder.training_data import cosent_pairs, read_training_data, sup_triplets, unsup_sentences
+from embedder.training_methods import METHOD_DEFAULTS
 from errors import DataError, UsageError
 
 
@@ -259,7 +260,11 @@ def test_cli_train_writes_a_model_folder_and_reports_bad_rows(tmp_path, tiny_mod
     args = ["train", "simcse-sup", "--train", str(tiny_data["simcse-sup"]), "--base", str(tiny_model_dir), "-o", str(out), "--batch-size", "16", "--lr", "1e-3"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert (out / "modules.json").exists() and json.loads((out / TRAINING_JSON).read_text())["method"] == "simcse-sup"
+    record = json.loads((out / TRAINING_JSON).read_text())
+    assert (out / "modules.json").exists() and record["method"] == "simcse-sup"
+    # Options given win; the rest are the method's defaults, recorded as run.
+    assert (record["hyperparameters"]["batch_size"], record["hyperparameters"]["lr"]) == (16, 1e-3)
+    assert record["hyperparameters"]["epochs"] == METHOD_DEFAULTS["simcse-sup"].epochs
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "already exists" in again.stderr
     (tmp_path / "bad.tsv").write_text("a\tb\t1\nc\td\n", encoding="utf-8")

@@ -1,0 +1,33 @@
+"""The training methods and the epochs, batch size and learning rate each uses when the user names none.
+
+Kept free of heavy imports so that the CLI can show these defaults in `--help` instantly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METHODS = ("cosent", "simcse-unsup", "simcse-sup")
+
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """Epochs, batch size and peak learning rate a method uses when the user names none."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+
+
+# The best settings measured for all-MiniLM-L6-v2 (docs/benchmarks.md, Training). SimCSE wants a far
+# smaller step than CoSENT: the base is already contrastively trained, and 3e-5 or more undoes it.
+METHOD_DEFAULTS: dict[str, MethodDefaults] = {
+    "cosent": MethodDefaults(epochs=2, batch_size=32, lr=5e-5),
+    "simcse-unsup": MethodDefaults(epochs=1, batch_size=64, lr=1e-5),
+    "simcse-sup": MethodDefaults(epochs=1, batch_size=32, lr=1e-5),
+}
+
+
+def defaults_help(name: str) -> str:
+    """'[default: cosent 2, simcse-unsup 1, …]' for one MethodDefaults field, for option help texts."""
+    return "[default: " + ", ".join(f"{method} {getattr(d, name):g}" for method, d in METHOD_DEFAULTS.items()) + "]"
