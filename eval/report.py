@@ -138,7 +138,20 @@ def sweep_section(records: Sequence[Record]) -> str:
     return "\n\n".join(tables)
 
 
-SECTIONS = {"sts": ("STS", sts_section), "retrieval": ("Retrieval", retrieval_section), "reduction-sweep": ("Dimension sweep", sweep_section)}
+def index_bench_section(records: Sequence[Record]) -> str:
+    """Each index type `benchmarks/index_engine.py --json` measured: build time, size, QPS at k=10, recall@10."""
+    rows = [(f["dataset"], f["type"], f"{f['build_s']:.1f}", f"{f['bytes_per_vector']:,.0f}", f"{f['qps_batch']:,.0f}",
+             f"{f['qps_single']:,.0f}", f"{f['recall@10']:.3f}", f.get("note", "")) for f in (r.fields for r in records)]
+    headers = ("data", "index", "build s", "bytes/vector", "QPS batch", "QPS one at a time", "recall@10", "notes")
+    return format_table(headers, rows, markdown=True)
+
+
+SECTIONS = {
+    "sts": ("STS", sts_section),
+    "retrieval": ("Retrieval", retrieval_section),
+    "reduction-sweep": ("Dimension sweep", sweep_section),
+    "index-bench": ("Index types", index_bench_section),
+}
 
 
 def render_report(records: Sequence[Record], images: Sequence[str] = (), title: str = "Results") -> str:
