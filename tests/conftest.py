@@ -34,7 +34,8 @@ def default_model():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-dim BERT with a small word vocabulary, saved as a sentence-transformers folder."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizer
 
     root = tmp_path_factory.mktemp("tiny")
@@ -46,8 +47,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     BertModel(config).save_pretrained(hf_dir)
-    transformer = models.Transformer(str(hf_dir), max_seq_length=32)
-    pooling = models.Pooling(config.hidden_size, "mean")
+    transformer = Transformer(str(hf_dir), max_seq_length=32)
+    pooling = Pooling(config.hidden_size, "mean")
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(st_dir))
     return st_dir
 

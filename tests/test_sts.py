@@ -47,7 +47,7 @@ def test_a_bad_score_names_file_and_line(tmp_path):
 
 @pytest.mark.slow
 def test_cli_spearman_on_stsb_test_matches_sentence_transformers_evaluator(default_model):
-    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     path = require(STSB_EN)
     result = CliRunner().invoke(main, ["eval", "sts", "--data", str(path), "--split", "test", "--json"])
