@@ -30,5 +30,5 @@ METHOD_DEFAULTS: dict[str, MethodDefaults] = {
 
 
 def defaults_help(name: str) -> str:
-    """'[default: cosent 2, simcse-unsup 1, …]' for one MethodDefaults field, for option help texts."""
+    """'[default: cosent 4, simcse-unsup 1, simcse-sup 1]' for one MethodDefaults field, for option help texts."""
     return "[default: " + ", ".join(f"{method} {getattr(d, name):g}" for method, d in METHOD_DEFAULTS.items()) + "]"
