@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from embedder.corpus import FORMATS, CorpusSpec, read_corpus, scan_corpus
+from common.corpus import FORMATS, CorpusSpec, read_corpus, scan_corpus
 from embedder.pooling import POOLINGS
 from embedder.training_methods import METHODS, defaults_help
 from errors import SimsearchError, UsageError
@@ -373,7 +373,7 @@ def eval_ann(folder: Path, n_queries: int, query_file: Path | None, k: int, seed
 def eval_make_stsb_retrieval(output: Path, data_dir: Path, min_score: float, overwrite: bool) -> None:
     """Write a retrieval benchmark from STS-B and SICK: all distinct sentences as corpus, STS-B test pairs ≥ 4.0 as queries/qrels."""
     from eval.stsb_retrieval import build_stsb_retrieval, write_retrieval_set
-    from index.atomic import check_target
+    from common.atomic import check_target
 
     check_target(output, overwrite)
     data = build_stsb_retrieval(data_dir, min_score)

@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 import engine_data  # noqa: F401  (puts the repository root on sys.path)
-from embedder.corpus import Document
+from common.corpus import Document
 from index.build import make_plan, BuildConfig
 from index.manifest import Manifest
 from index.plan import plan_for_type, tuning_query_count

@@ -26,7 +26,7 @@ from embedder import load_model  # noqa: E402
 from embedder.loading import default_model_path  # noqa: E402
 from embedder.training import TrainConfig, train  # noqa: E402
 from eval import evaluate_sts, load_sts  # noqa: E402
-from eval.sts_data import parse_data_arg  # noqa: E402
+from common.sts_data import parse_data_arg  # noqa: E402
 
 
 def test_sets(specs: list[str]) -> list[tuple[str, object]]:

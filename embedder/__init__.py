@@ -1,6 +1,6 @@
 """Encoder stage: sentences in, float32 vectors out.
 
-Names are imported on first use (PEP 562), so light modules such as `embedder.corpus`
+Names are imported on first use (PEP 562), so light modules such as `embedder.model_files`
 load without torch or sentence-transformers and the CLI starts fast.
 """
 
@@ -8,10 +8,12 @@ from importlib import import_module
 
 _EXPORTS = {
     "encode": "embedder.encoding",
-    "DEFAULT_MODEL_NAME": "embedder.loading",
+    "SentenceEncoder": "embedder.encoding",
+    "DEFAULT_MODEL_NAME": "embedder.model_files",
+    "model_reference": "embedder.model_files",
     "embedding_dim": "embedder.loading",
+    "load_encoder": "embedder.loading",
     "load_model": "embedder.loading",
-    "model_reference": "embedder.loading",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -18,7 +18,7 @@ from sentence_transformers import SentenceTransformer
 from embedder.encoding import encode
 from embedder.reduction import LinearMap
 from errors import DataError
-from eval.sts_data import StsData
+from common.sts_data import StsData
 
 # The sweep list, extended with 16 and 8 so that small models have candidates too.
 SWEEP_DIMS = (512, 384, 256, 192, 128, 96, 64, 32, 16, 8)

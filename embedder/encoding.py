@@ -1,17 +1,16 @@
-"""Turn sentences into float32 vectors with a loaded model."""
+"""Turn sentences into float32 vectors with a loaded sentence-transformers model."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from common.progress import wants_progress
 from embedder.loading import embedding_dim
-
-# Inputs at least this long get a progress bar (on a terminal) unless the caller decides otherwise.
-PROGRESS_THRESHOLD = 1000
 
 
 def encode(
@@ -22,8 +21,6 @@ def encode(
     show_progress: bool | None = None,
 ) -> np.ndarray:
     """Embed `texts` as a (len(texts), dim) float32 array, L2-normalized unless told otherwise."""
-    if show_progress is None:
-        show_progress = len(texts) >= PROGRESS_THRESHOLD and sys.stderr.isatty()
     if len(texts) == 0:
         return np.zeros((0, embedding_dim(model)), dtype=np.float32)
     vectors = model.encode(
@@ -31,6 +28,26 @@ def encode(
         batch_size=batch_size,
         normalize_embeddings=normalize,
         convert_to_numpy=True,
-        show_progress_bar=show_progress,
+        show_progress_bar=wants_progress(show_progress, len(texts)),
     )
     return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@dataclass
+class SentenceEncoder:
+    """The torch backend of the encoder contract (common.encoder.Encoder): a SentenceTransformer and its name."""
+
+    model: SentenceTransformer
+    name: str
+    reduction: dict[str, Any] | None = None
+    backend: str = "torch"
+
+    @property
+    def dim(self) -> int:
+        return embedding_dim(self.model)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "reduction": self.reduction}
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | None = None) -> np.ndarray:
+        return encode(self.model, texts, batch_size, normalize=True, show_progress=show_progress)

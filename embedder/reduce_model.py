@@ -8,9 +8,10 @@ from typing import Any, Callable
 
 from sentence_transformers import SentenceTransformer
 
-from embedder.corpus import CorpusSpec, scan_corpus
+from common.corpus import CorpusSpec, scan_corpus
 from embedder.dim_choice import Choice, Measure, RecallMeasure, SweepRow, candidate_dims, choose_dim, sts_measure, sweep
-from embedder.loading import embedding_dim, load_model, model_reference
+from embedder.loading import embedding_dim, load_model
+from embedder.model_files import model_reference, reduction_of
 from embedder.reduction import (
     METHODS,
     CorpusEmbeddings,
@@ -21,11 +22,10 @@ from embedder.reduction import (
     fit_whitening,
     jl_epsilon,
     jl_map,
-    reduction_of,
     save_model,
 )
 from errors import UsageError
-from eval.sts_data import StsData
+from common.sts_data import StsData
 
 AUTO = "auto"
 
@@ -77,7 +77,7 @@ def reduce_model(
     model_name: str | None, out: Path, config: ReduceConfig, fit: CorpusSpec | None = None, sts: StsData | None = None
 ) -> ReduceOutcome:
     """Fit `config.method` on `fit` (whitening) or draw it from the seed (JL), pick k, and save the reduced model to `out`."""
-    from index.atomic import check_target
+    from common.atomic import check_target
 
     if config.method not in METHODS:
         raise UsageError(f"unknown reduction {config.method!r} (expected one of {', '.join(METHODS)})")

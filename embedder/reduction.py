@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +20,16 @@ import torch
 from scipy.optimize import brentq
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize
-from tqdm import tqdm
 
-from embedder.corpus import CorpusSpec, json_object, read_corpus, scan_corpus
+from common.atomic import atomic_folder
+from common.chunking import chunks
+from common.corpus import CorpusSpec, read_corpus, scan_corpus
+from common.progress import progress_bar
 from embedder.encoding import encode
-from embedder.loading import embedding_dim, resolve_model
+from embedder.loading import embedding_dim
+from embedder.model_files import REDUCTION_MARKER
 from errors import DataError, UsageError
 
-MARKER_NAME = "simsearch_reduction.json"
 METHODS = ("whiten", "jl")
 # Embeddings arrive as float32 (relative precision ~1e-7): a direction whose variance is below
 # this fraction of the largest (std below ~1e-5 of it) is rounding noise, and whitening it
@@ -184,12 +184,6 @@ class CorpusEmbeddings:
     documents: int
 
 
-def _chunks(spec: CorpusSpec, size: int) -> Iterator[list[str]]:
-    documents = read_corpus(spec)
-    while chunk := [d.text for d in islice(documents, size)]:
-        yield chunk
-
-
 def embed_corpus(
     model: SentenceTransformer,
     spec: CorpusSpec,
@@ -210,9 +204,8 @@ def embed_corpus(
     kept: list[np.ndarray] = []
     held = 0
     target = total if whole else min(total, keep)
-    disable = None if show_progress is None else not show_progress
-    with tqdm(total=target, desc="embedding fit corpus", unit="sent", disable=disable) as bar:
-        for texts in _chunks(spec, chunk_size):
+    with progress_bar(target, "embedding fit corpus", "sent", show_progress) as bar:
+        for texts in chunks((d.text for d in read_corpus(spec)), chunk_size):
             vectors = encode(model, texts, batch_size, normalize=False, show_progress=False)
             if held < keep:
                 kept.append(vectors[: keep - held])
@@ -236,20 +229,6 @@ def build_reduced_model(model: SentenceTransformer, reduction: LinearMap) -> Sen
 
 def save_model(model: SentenceTransformer, out: Path, info: dict[str, Any], overwrite: bool = False) -> None:
     """Write the model folder atomically, with `info` as its reduction marker."""
-    from index.atomic import atomic_folder  # the atomic-folder helper lives with the index code
-
     with atomic_folder(out, overwrite) as work:
         model.save(str(work))
-        (work / MARKER_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def reduction_of(model_name: str | None) -> dict[str, Any] | None:
-    """The reduction recorded in a model folder's marker file, or None for an unreduced or hub model."""
-    marker = Path(resolve_model(model_name)) / MARKER_NAME
-    if not marker.is_file():
-        return None
-    try:
-        return json_object(marker.read_text(encoding="utf-8"), str(marker))
-    except UnicodeDecodeError:
-        raise DataError(f"{marker}: not valid UTF-8") from None
-
+        (work / REDUCTION_MARKER).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -29,13 +29,14 @@ from sentence_transformers.sentence_transformer.losses import CoSENTLoss, Multip
 from sentence_transformers.sentence_transformer.modules import Pooling, Transformer, WeightedLayerPooling
 from transformers import PrinterCallback, TrainerCallback
 
-from embedder.loading import load_model, model_reference
+from embedder.loading import load_model
+from embedder.model_files import model_reference
 from embedder.pooling import POOLINGS, make_pooling
 from embedder.training_data import TrainingData, check_pairs, read_training_data
 from embedder.training_methods import METHOD_DEFAULTS, METHODS
 from errors import UsageError
-from eval.sts_data import StsData, load_sts
-from index.atomic import atomic_folder, check_target
+from common.sts_data import StsData, load_sts
+from common.atomic import atomic_folder, check_target
 
 log = logging.getLogger("simsearch.train")
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedder.corpus import CorpusSpec, decoded_lines, json_object
+from common.corpus import CorpusSpec, decoded_lines, json_object
 from embedder.training_methods import METHODS
 from errors import DataError, UsageError
-from eval.sts_data import StsData, load_sts
+from common.sts_data import StsData, load_sts
 
 # NLI files: (premise, hypothesis, label) column names, SICK first.
 _NLI_LAYOUTS = (

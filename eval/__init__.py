@@ -1,6 +1,6 @@
 """Evaluation stage: quality numbers for models and indexes.
 
-Names are imported on first use (PEP 562), so light modules such as `eval.sts_data`
+Names are imported on first use (PEP 562), so light modules such as `common.sts_data`
 load without torch or sentence-transformers and the CLI starts fast.
 """
 
@@ -13,9 +13,9 @@ _EXPORTS = {
     "evaluate_sts": "eval.sts",
     "mean_result": "eval.sts",
     "run_sts": "eval.sts",
-    "StsData": "eval.sts_data",
-    "load_sts": "eval.sts_data",
-    "parse_data_arg": "eval.sts_data",
+    "StsData": "common.sts_data",
+    "load_sts": "common.sts_data",
+    "parse_data_arg": "common.sts_data",
 }
 __all__ = sorted(_EXPORTS)
 

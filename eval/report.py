@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedder.corpus import json_object
+from common.corpus import json_object
 from errors import DataError, UsageError
 from eval.tables import format_table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedder.corpus import decoded_lines, json_object
+from common.corpus import decoded_lines, json_object
 from errors import DataError
 
 _QID_HEADERS = {"qid", "query_id", "query-id", "id", "_id"}

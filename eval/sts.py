@@ -10,7 +10,7 @@ from scipy.stats import pearsonr, spearmanr
 from sentence_transformers import SentenceTransformer
 
 from embedder import encode
-from eval.sts_data import StsData
+from common.sts_data import StsData
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.sts_data import load_sts
-from index.atomic import atomic_folder
+from common.sts_data import load_sts
+from common.atomic import atomic_folder
 
 STSB = Path("stsb-en/stsbenchmark.tsv.gz")
 SICK = (Path("sick/SICK_train.txt"), Path("sick/SICK_trial.txt"))

@@ -19,9 +19,9 @@ from sentence_transformers import SentenceTransformer
 from tqdm import tqdm
 
 from embedder import embedding_dim, encode, load_model, model_reference
-from embedder.corpus import CorpusSpec, Document, read_corpus, scan_corpus
-from embedder.reduction import reduction_of
-from index.atomic import check_target, swap_into_place
+from common.corpus import CorpusSpec, Document, read_corpus, scan_corpus
+from embedder.model_files import reduction_of
+from common.atomic import check_target, swap_into_place
 from index.gpu import place
 from index.manifest import Manifest
 from index.partial import PartialBuild

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from embedder.corpus import json_object
+from common.corpus import json_object
 from errors import DataError
 
 # 2: index types (IVF ids live in the inverted lists), tuned search parameters, quality, HNSW tombstones.

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.corpus import Document
+from common.corpus import Document
 
 STORE_NAME = "docs.sqlite"
 

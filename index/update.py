@@ -16,9 +16,9 @@ from sentence_transformers import SentenceTransformer
 from tqdm import tqdm
 
 from embedder import embedding_dim, encode, load_model
-from embedder.corpus import CorpusSpec, read_corpus, scan_corpus
+from common.corpus import CorpusSpec, read_corpus, scan_corpus
 from errors import DataError, UsageError
-from index.atomic import atomic_update
+from common.atomic import atomic_update
 from index.manifest import Manifest
 from index.store import STORE_NAME, DocStore
 from index.vectors import VectorIndex

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from embedder.corpus import CorpusSpec, CorpusStats, read_corpus, scan_corpus
+from common.corpus import CorpusSpec, CorpusStats, read_corpus, scan_corpus
 from errors import DataError, UsageError
 
 

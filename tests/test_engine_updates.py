@@ -13,7 +13,7 @@ import index.build
 import index.update
 from cli import main
 from conftest import TINY_WORDS, crash_on_call
-from embedder.corpus import CorpusSpec
+from common.corpus import CorpusSpec
 from errors import DataError, UsageError
 from index import BuildConfig, Manifest, build_index, load_index
 from index.gpu import faiss_gpu_count, torch_cuda_available

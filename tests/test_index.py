@@ -14,7 +14,7 @@ import pytest
 import index.build
 from conftest import STSB_EN, crash_on_call, require
 from embedder import encode
-from embedder.corpus import CorpusSpec
+from common.corpus import CorpusSpec
 from errors import UsageError
 from eval import load_sts
 from index import BuildConfig, Manifest, build_index, load_index

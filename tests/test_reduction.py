@@ -15,10 +15,10 @@ from sklearn.decomposition import PCA
 from cli import main
 from conftest import TINY_WORDS
 from embedder import encode, load_model
-from embedder.corpus import CorpusSpec
+from common.corpus import CorpusSpec
 from embedder.dim_choice import Choice, RecallMeasure, choose_dim
+from embedder.model_files import REDUCTION_MARKER as MARKER_NAME
 from embedder.reduction import (
-    MARKER_NAME,
     CovarianceAccumulator,
     build_reduced_model,
     embed_corpus,

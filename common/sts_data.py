@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.corpus import decoded_lines, json_object
+from common.corpus import decoded_lines, json_object
 from errors import DataError, UsageError
 
 # (sentence1, sentence2, score, split) column names per known header layout.

