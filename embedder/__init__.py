@@ -12,7 +12,7 @@ _EXPORTS = {
     "DEFAULT_MODEL_NAME": "embedder.model_files",
     "model_reference": "embedder.model_files",
     "embedding_dim": "embedder.loading",
-    "load_encoder": "embedder.loading",
+    "load_encoder": "embedder.backends",
     "load_model": "embedder.loading",
 }
 __all__ = sorted(_EXPORTS)

@@ -9,11 +9,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from transformers.utils import logging as transformers_logging
 
-from embedder.model_files import model_reference, reduction_of, resolve_model
+from embedder.model_files import resolve_model
 from errors import UsageError
-
-BACKENDS = ("torch",)
-
 
 def pick_device(device: str | None = None) -> str:
     """The torch device to run on: the one asked for, else CUDA when present, else CPU."""
@@ -42,12 +39,3 @@ def embedding_dim(model: SentenceTransformer) -> int:
     """Output dimension of `model` (the method was renamed in sentence-transformers 6)."""
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(getter())
-
-
-def load_encoder(name: str | None = None, device: str | None = None, backend: str = "torch"):
-    """The encoder (see common.encoder) for a model name: what index/, eval/ and the server take."""
-    from embedder.encoding import SentenceEncoder
-
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
-    return SentenceEncoder(load_model(name, device), model_reference(name), reduction_of(name))
