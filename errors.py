@@ -21,3 +21,9 @@ class UsageError(SimsearchError):
     """The invocation is wrong (option names a column that is not there, bad value)."""
 
     exit_code = 2
+
+
+class Interrupted(SimsearchError):
+    """Long work was stopped (Ctrl-C) after saving progress that a rerun can continue."""
+
+    exit_code = 130

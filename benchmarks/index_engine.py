@@ -26,7 +26,8 @@ from common.corpus import Document
 from index.build import make_plan, BuildConfig
 from index.manifest import Manifest
 from index.plan import plan_for_type, tuning_query_count
-from index.quality import StreamingExactTopK, recall_at_k, tune_and_measure
+from common.measures import StreamingExactTopK, recall_at_k
+from index.quality import tune_and_measure
 from index.search import SearchIndex
 from index.store import DocStore
 from index.vectors import VectorIndex

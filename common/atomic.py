@@ -1,4 +1,4 @@
-"""Write a folder all at once: build in a temporary sibling, then rename into place."""
+"""Safe writes: build a folder or file in a temporary sibling, then rename it into place."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from errors import UsageError
 
@@ -68,3 +69,24 @@ def atomic_update(folder: Path) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[BinaryIO]:
+    """Yield a binary handle on a temporary sibling of `target`; on success it is synced and renamed over `target`.
+
+    On any exception the temporary file is removed and `target` is untouched.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        raise UsageError(f"{target}: folder {target.parent} does not exist")
+    handle = tempfile.NamedTemporaryFile(prefix=f".{target.name}.tmp-", dir=target.parent, delete=False)
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise

@@ -37,6 +37,7 @@ class StsData:
     scores: np.ndarray
     split: str | None = None  # the split kept, when the file has a split column
     lines: list[int] = field(default_factory=list)  # 1-based file line of each pair, for error messages
+    path: Path | None = None  # the file the pairs came from
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -127,4 +128,4 @@ def load_sts(path: Path | str, split: str | None = "test", columns: tuple[str, s
     if not scores:
         raise DataError(f"{path}: no pairs" + (f" in split {split!r}" if wanted is not None else ""))
     kept = split if wanted is not None else None
-    return StsData(f"{path.name}:{split}" if kept else path.name, s1, s2, np.asarray(scores, dtype=np.float64), kept, lines)
+    return StsData(f"{path.name}:{split}" if kept else path.name, s1, s2, np.asarray(scores, dtype=np.float64), kept, lines, path)

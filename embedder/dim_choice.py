@@ -10,15 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import faiss
 import numpy as np
-from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
+from common.measures import drop_self, exact_knn, pair_cosines, recall_at_k, sts_correlations
+from common.sts_data import StsData
 from embedder.encoding import encode
 from embedder.reduction import LinearMap
 from errors import DataError
-from common.sts_data import StsData
 
 # The issue's sweep list, extended with 16 and 8 so that small models have candidates too.
 SWEEP_DIMS = (512, 384, 256, 192, 128, 96, 64, 32, 16, 8)
@@ -61,9 +60,7 @@ class StsMeasure:
         self.full = self(None)
 
     def __call__(self, reduction: LinearMap | None) -> float:
-        v = _reduced(self.vectors, reduction)
-        predicted = np.einsum("ij,ij->i", v[self.first], v[self.second], dtype=np.float64)
-        return float(spearmanr(predicted, self.gold).statistic)
+        return sts_correlations(pair_cosines(_reduced(self.vectors, reduction), self.first, self.second), self.gold).spearman
 
 
 def sts_measure(model: SentenceTransformer, data: StsData, batch_size: int = 64) -> StsMeasure:
@@ -77,12 +74,9 @@ def sts_measure(model: SentenceTransformer, data: StsData, batch_size: int = 64)
 
 
 def _neighbours(vectors: np.ndarray, queries: int, k: int) -> np.ndarray:
-    """Ids of each query row's k nearest other rows by cosine (the query itself excluded)."""
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    _, ids = index.search(vectors[:queries], k + 1)
-    own = np.arange(queries)[:, None]
-    return np.array([row[row != me][:k] for row, me in zip(ids, own)])
+    """Row positions of each query row's k nearest other rows by cosine (the query itself excluded)."""
+    _, ids = exact_knn(vectors[:queries], vectors, k + 1)
+    return drop_self(ids, np.arange(queries), k)
 
 
 @dataclass
@@ -104,9 +98,7 @@ class RecallMeasure:
         self._truth = _neighbours(_normalized(self.vectors), self.queries, RECALL_K)
 
     def __call__(self, reduction: LinearMap | None) -> float:
-        found = _neighbours(_reduced(self.vectors, reduction), self.queries, RECALL_K)
-        hits = sum(len(np.intersect1d(a, b)) for a, b in zip(found, self._truth))
-        return hits / (self.queries * RECALL_K)
+        return recall_at_k(_neighbours(_reduced(self.vectors, reduction), self.queries, RECALL_K), self._truth, RECALL_K)
 
 
 def candidate_dims(model_dim: int) -> list[int]:

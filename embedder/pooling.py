@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from sentence_transformers.sentence_transformer.modules import Module, Pooling, Transformer, WeightedLayerPooling
 
-POOLINGS = ("cls", "mean", "first-last-avg")
+from embedder.training_methods import POOLINGS
 
 
 def first_last_avg_pooling(transformer: Transformer) -> list[Module]:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from sentence_transformers import SentenceTransformer
 
+from common.atomic import check_target
 from common.corpus import CorpusSpec, scan_corpus
 from embedder.dim_choice import Choice, Measure, RecallMeasure, SweepRow, candidate_dims, choose_dim, sts_measure, sweep
 from embedder.loading import embedding_dim, load_model
@@ -22,6 +23,7 @@ from embedder.reduction import (
     fit_whitening,
     jl_epsilon,
     jl_map,
+    jl_summary,
     save_model,
 )
 from errors import UsageError
@@ -53,6 +55,22 @@ class ReduceOutcome:
     choice: Choice | None
     documents: int | None  # fit corpus size: the N of the JL bound
 
+    def summary(self, output: Path) -> list[str]:
+        """What was measured and chosen, what the JL lemma guarantees, and what was written: one line each."""
+        info, choice, method = self.info, self.choice, self.info["method"]
+        lines = []
+        if choice is not None:
+            asked = choice.measure
+            lines.append(f"{asked} at full dim {choice.full:.4f}; " + ", ".join(f"{k}: {v:.4f}" for k, v in choice.scores.items()))
+            if choice.dim is None:
+                lines.append(f"no dim keeps {choice.target:.0%} of it: {output} is the model without reduction ({info['output_dim']} dims)")
+            else:
+                lines.append(f"auto chose k={choice.dim} (smallest keeping ≥ {choice.target:.0%})")
+        if method != "none":
+            lines.append(jl_summary(self.documents, info["output_dim"]) if self.documents else "JL lemma: give --fit FILE to see the ε guaranteed for your corpus size")
+        lines.append(f"wrote {output}: {method} {info['input_dim']} → {info['output_dim']} dims")
+        return lines
+
 
 def _metric(config: ReduceConfig, fit: CorpusSpec | None, sts: StsData | None) -> str:
     """Which measure `--dim auto` uses, or a clear error when it has nothing to measure against."""
@@ -77,8 +95,6 @@ def reduce_model(
     model_name: str | None, out: Path, config: ReduceConfig, fit: CorpusSpec | None = None, sts: StsData | None = None
 ) -> ReduceOutcome:
     """Fit `config.method` on `fit` (whitening) or draw it from the seed (JL), pick k, and save the reduced model to `out`."""
-    from common.atomic import check_target
-
     if config.method not in METHODS:
         raise UsageError(f"unknown reduction {config.method!r} (expected one of {', '.join(METHODS)})")
     if config.method == "whiten" and fit is None:
@@ -132,9 +148,15 @@ def reduce_model(
 
 @dataclass(frozen=True)
 class SweepResult:
+    """A sweep's rows, the fit corpus size (the JL bound's N), the model's dim and the STS set's name."""
+
     rows: list[SweepRow]
     documents: int
     model_dim: int
+    data: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"documents": self.documents, "model_dim": self.model_dim, "rows": [r.as_dict() for r in self.rows]}
 
 
 def sweep_model(
@@ -147,4 +169,4 @@ def sweep_model(
     whitening = fit_whitening(fitted.stats)
     measures = [sts_measure(model, sts, batch_size), RecallMeasure(fitted.sample)]
     rows = sweep(model_dim, measures, lambda k: whitening.map(k) if k <= whitening.rank else None, lambda k, seed: jl_map(model_dim, k, seed), range(seeds))
-    return SweepResult(rows, fitted.documents, model_dim)
+    return SweepResult(rows, fitted.documents, model_dim, sts.name)

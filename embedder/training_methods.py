@@ -1,4 +1,4 @@
-"""The training methods and the epochs, batch size and learning rate each uses when the user names none.
+"""The training methods, pooling names, and the epochs, batch size and learning rate each method uses when the user names none.
 
 Kept free of heavy imports so that the CLI can show these defaults in `--help` instantly.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 METHODS = ("cosent", "simcse-unsup", "simcse-sup")
+# Sentence pooling heads `--pooling` accepts (built in embedder.pooling).
+POOLINGS = ("cls", "mean", "first-last-avg")
 
 
 @dataclass(frozen=True)

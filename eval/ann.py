@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
-from embedder import encode
+from common.measures import StreamingExactTopK, drop_self, recall_at_k
+from common.progress import progress_bar
 from errors import DataError
-from index import SearchIndex
-from index.quality import StreamingExactTopK, drop_self, measure_qps, recall_at_k
+from index.quality import measure_qps
+from index.search import SearchIndex
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ class AnnResult:
 def exact_ids(index: SearchIndex, queries: np.ndarray, k: int, batch_size: int = 64) -> np.ndarray:
     """Exact top-k ids per query over freshly encoded stored texts."""
     exact = StreamingExactTopK(queries, k)
-    with tqdm(total=index.store.count(), desc="exact search", unit="doc", disable=None) as bar:
+    with progress_bar(index.store.count(), "exact search", "doc") as bar:
         for ids, texts in index.store.iter_texts():
-            exact.add(encode(index.model, texts, batch_size, normalize=index.manifest.normalized, show_progress=False), np.asarray(ids, dtype=np.int64))
+            exact.add(index.encoder.encode(texts, batch_size, show_progress=False), np.asarray(ids, dtype=np.int64))
             bar.update(len(ids))
     return exact.ids
 
@@ -56,7 +56,7 @@ def evaluate_ann(
         texts, own = list(sample.values()), np.fromiter(sample, dtype=np.int64)
     else:
         texts, own = list(query_texts), None
-    vectors = encode(index.model, texts, batch_size, normalize=index.manifest.normalized)
+    vectors = index.encoder.encode(texts, batch_size)
     depth = k + 1 if own is not None else k
     truth = exact_ids(index, vectors, depth, batch_size)
     found = index.search_ids(vectors, depth)[1]

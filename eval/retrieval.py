@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytrec_eval
 
 from errors import DataError
-from index import SearchIndex
+from index.search import SearchIndex
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
@@ -20,6 +20,7 @@ class RetrievalResult:
 
     metrics: dict[str, float]
     queries: int
+    model: str = ""  # the index's model, for the record
 
 
 def _top(run: Run, depth: int) -> Run:
@@ -52,4 +53,5 @@ def evaluate_retrieval(
     depth = max(*ks, 100)
     found = index.search([queries[q] for q in judged], depth, batch_size)
     run = {q: {str(hit.id): hit.score for hit in hits} for q, hits in zip(judged, found)}
-    return score_run(run, qrels, ks)
+    result = score_run(run, qrels, ks)
+    return RetrievalResult(result.metrics, result.queries, index.manifest.model)

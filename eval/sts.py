@@ -3,60 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sentence_transformers import SentenceTransformer
 
-from embedder import encode
+from common.encoder import Encoder
+from common.measures import StsResult, pair_cosines, sts_correlations
 from common.sts_data import StsData
 
 
 @dataclass(frozen=True)
-class StsResult:
-    """Correlations in [-1, 1] between cosine similarity and gold scores over `n` pairs."""
-
-    spearman: float
-    pearson: float
-    n: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class StsRun:
-    """One data set scored by one model: the predictions are kept for plots."""
+    """One data set scored by one encoder: the predictions are kept for plots."""
 
     data: StsData
     predicted: np.ndarray
     result: StsResult
 
 
-def cosine_scores(model: SentenceTransformer, data: StsData, batch_size: int = 64) -> np.ndarray:
+@dataclass(frozen=True)
+class StsReport:
+    """`eval sts` over several sets: one run per set, and their unweighted mean when there are several."""
+
+    model: str
+    runs: list[StsRun]
+    mean: StsResult | None
+
+    def rows(self) -> list[tuple[str, StsResult]]:
+        """(label, result) per set, then ("mean", ...) when there are several sets."""
+        rows = [(run.data.name, run.result) for run in self.runs]
+        return rows + ([("mean", self.mean)] if self.mean is not None else [])
+
+
+def cosine_scores(encoder: Encoder, data: StsData, batch_size: int = 64) -> np.ndarray:
     """Cosine similarity of each pair; every distinct sentence is encoded once."""
     unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
     position = {s: i for i, s in enumerate(unique)}
-    vectors = encode(model, unique, batch_size, normalize=True)
-    a = vectors[[position[s] for s in data.sentences1]]
-    b = vectors[[position[s] for s in data.sentences2]]
-    return np.einsum("ij,ij->i", a, b, dtype=np.float64)
+    vectors = encoder.encode(unique, batch_size)
+    return pair_cosines(vectors, np.array([position[s] for s in data.sentences1]), np.array([position[s] for s in data.sentences2]))
 
 
-def correlations(predicted: np.ndarray, gold: np.ndarray) -> StsResult:
-    """Spearman and Pearson correlation of predicted similarities against gold scores."""
-    return StsResult(float(spearmanr(predicted, gold).statistic), float(pearsonr(predicted, gold).statistic), len(gold))
+def run_sts(encoder: Encoder, data: StsData, batch_size: int = 64) -> StsRun:
+    """Score `data` with `encoder`, keeping the predictions."""
+    predicted = cosine_scores(encoder, data, batch_size)
+    return StsRun(data, predicted, sts_correlations(predicted, data.scores))
 
 
-def run_sts(model: SentenceTransformer, data: StsData, batch_size: int = 64) -> StsRun:
-    predicted = cosine_scores(model, data, batch_size)
-    return StsRun(data, predicted, correlations(predicted, data.scores))
-
-
-def evaluate_sts(model: SentenceTransformer, data: StsData, batch_size: int = 64) -> StsResult:
+def evaluate_sts(encoder: Encoder, data: StsData, batch_size: int = 64) -> StsResult:
     """Spearman and Pearson correlation of cosine similarity against the gold scores."""
-    return run_sts(model, data, batch_size).result
+    return run_sts(encoder, data, batch_size).result
 
 
 def mean_result(results: Sequence[StsResult]) -> StsResult:
@@ -64,3 +59,9 @@ def mean_result(results: Sequence[StsResult]) -> StsResult:
     return StsResult(
         float(np.mean([r.spearman for r in results])), float(np.mean([r.pearson for r in results])), sum(r.n for r in results)
     )
+
+
+def sts_report(encoder: Encoder, sets: Sequence[StsData], batch_size: int = 64) -> StsReport:
+    """Score every set with one encoder; a mean row when there are several."""
+    runs = [run_sts(encoder, data, batch_size) for data in sets]
+    return StsReport(encoder.name, runs, mean_result([r.result for r in runs]) if len(runs) > 1 else None)

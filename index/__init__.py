@@ -10,7 +10,6 @@ _EXPORTS = {
     "BuildConfig": "index.build",
     "build_index": "index.build",
     "Manifest": "index.manifest",
-    "recall_at_k": "index.quality",
     "Hit": "index.search",
     "SearchIndex": "index.search",
     "load_index": "index.search",

@@ -9,24 +9,24 @@ are accumulated per chunk instead of keeping all vectors for an exact search.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from sentence_transformers import SentenceTransformer
-from tqdm import tqdm
 
-from embedder import embedding_dim, encode, load_model, model_reference
-from common.corpus import CorpusSpec, Document, read_corpus, scan_corpus
-from embedder.model_files import reduction_of
 from common.atomic import check_target, swap_into_place
+from common.chunking import chunks
+from common.corpus import CorpusSpec, Document, read_corpus, scan_corpus
+from common.encoder import Encoder
+from common.measures import StreamingExactTopK
+from common.progress import progress_bar
+from errors import Interrupted
 from index.gpu import place
 from index.manifest import Manifest
-from index.partial import PartialBuild
+from index.partial import PartialBuild, partial_path
 from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, IndexPlan, check_target_recall, choose_plan, parse_memory, plan_for_type, tuning_query_count
-from index.quality import Quality, StreamingExactTopK, tune_and_measure
+from index.quality import Quality, tune_and_measure
 from index.vectors import VectorIndex
 
 TUNING_K = 10
@@ -34,9 +34,8 @@ TUNING_K = 10
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """How to build: model, batching, index type and the `auto` budget/target, replacement and resumption."""
+    """How to build: batching, index type and the `auto` budget/target, replacement and resumption (the encoder is passed apart)."""
 
-    model: str | None = None
     batch_size: int = 64
     overwrite: bool = False
     show_progress: bool | None = None  # None: only on a terminal
@@ -58,41 +57,33 @@ def make_plan(config: BuildConfig, n: int, dim: int) -> IndexPlan:
     return plan_for_type(config.index_type, n, dim, (f"--type {config.index_type}",))
 
 
-def sample_positions(n: int, plan: IndexPlan, seed: int) -> tuple[np.ndarray, int]:
-    """Corpus positions to encode up front (held-out tuning queries first, then training vectors) and the query count."""
-    queries = tuning_query_count(n)
-    chosen = np.random.default_rng(seed).choice(n, size=min(n, queries + plan.training_size(n)), replace=False)
-    return chosen.astype(np.int64), min(queries, len(chosen))
+def sample_positions(n: int, plan: IndexPlan, seed: int) -> np.ndarray:
+    """Corpus positions to encode up front: held-out tuning queries first, then training vectors."""
+    wanted = min(n, tuning_query_count(n) + plan.training_size(n))
+    return np.random.default_rng(seed).choice(n, size=wanted, replace=False).astype(np.int64)
 
 
-def encode_sample(corpus: CorpusSpec, positions: np.ndarray, model: SentenceTransformer, config: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
+def encode_sample(corpus: CorpusSpec, positions: np.ndarray, encoder: Encoder, config: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
     """Vectors and ids of the documents at `positions` (in that order), read in one streaming pass."""
     wanted = set(positions.tolist())
     found: dict[int, Document] = {p: d for p, d in enumerate(read_corpus(corpus)) if p in wanted}
     docs = [found[p] for p in positions.tolist()]
-    vectors = encode(model, [d.text for d in docs], config.batch_size, normalize=True, show_progress=config.show_progress)
+    vectors = encoder.encode([d.text for d in docs], config.batch_size, show_progress=config.show_progress)
     return vectors, np.array([d.id for d in docs], dtype=np.int64)
 
 
-def chunks(documents: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    while chunk := list(islice(documents, size)):
-        yield chunk
-
-
-def encode_chunk(model: SentenceTransformer, chunk: list[Document], first: int, cached: dict[int, np.ndarray], batch_size: int) -> np.ndarray:
+def encode_chunk(encoder: Encoder, chunk: list[Document], first: int, cached: dict[int, np.ndarray], batch_size: int) -> np.ndarray:
     """Vectors of one chunk starting at corpus position `first`; sample documents reuse their cached vector."""
     rows = [cached.get(first + i) for i in range(len(chunk))]
     todo = [i for i, row in enumerate(rows) if row is None]
-    fresh = encode(model, [chunk[i].text for i in todo], batch_size, normalize=True, show_progress=False)
+    fresh = encoder.encode([chunk[i].text for i in todo], batch_size, show_progress=False)
     for i, vector in zip(todo, fresh):
         rows[i] = vector
     return np.stack(rows).astype(np.float32, copy=False)
 
 
-def build_index(
-    corpus: CorpusSpec, out_dir: Path, config: BuildConfig = BuildConfig(), model: SentenceTransformer | None = None
-) -> Manifest:
-    """Index every document of `corpus` into a new folder `out_dir` and return its manifest.
+def build_index(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildConfig = BuildConfig()) -> Manifest:
+    """Index every document of `corpus`, embedded by `encoder`, into a new folder `out_dir` and return its manifest.
 
     The corpus is validated in a first cheap pass, so bad input fails before any
     encoding; the folder appears only when complete (built in `.NAME.partial`
@@ -100,24 +91,32 @@ def build_index(
     """
     out_dir = Path(out_dir)
     check_target(out_dir, config.overwrite)
+    try:
+        return _build(corpus, out_dir, encoder, config)
+    except KeyboardInterrupt:
+        if partial_path(out_dir).is_dir():
+            raise Interrupted(f"interrupted: progress kept in {partial_path(out_dir)}; rerun the same command with --resume to continue") from None
+        raise
+
+
+def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildConfig) -> Manifest:
     started = time.perf_counter()
     total = scan_corpus(corpus)
-    model = model or load_model(config.model)
-    dim, n = embedding_dim(model), total.documents
+    dim, n = encoder.dim, total.documents
     plan = make_plan(config, n, dim)
     stat = corpus.path.stat()
     identity = {
         "corpus": str(corpus.path.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
         "text_column": corpus.text_column, "id_column": corpus.id_column, "format": corpus.format,
-        "model": model_reference(config.model), "plan": plan.factory, "chunk_size": config.chunk_size, "seed": config.seed,
+        "model": encoder.name, "plan": plan.factory, "chunk_size": config.chunk_size, "seed": config.seed,
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = PartialBuild.open(out_dir, identity, dim, config.resume)
 
     sample = partial.load_sample()
     if sample is None:
-        positions, _ = sample_positions(n, plan, config.seed)
-        sample = (positions, *encode_sample(corpus, positions, model, config))
+        positions = sample_positions(n, plan, config.seed)
+        sample = (positions, *encode_sample(corpus, positions, encoder, config))
         partial.save_sample(*sample)
     positions, sample_vectors, sample_ids = sample
     n_queries = min(tuning_query_count(n), len(positions))
@@ -142,15 +141,14 @@ def build_index(
         placement.add(vectors, embedded[keep], ids[keep])
         exact.add(embedded[keep], ids[keep])
 
-    hide = None if config.show_progress is None else not config.show_progress
-    with tqdm(total=n, initial=partial.done, desc="indexing", unit="doc", disable=hide) as bar:
+    with progress_bar(n, "indexing", "doc", config.show_progress, initial=partial.done) as bar:
         for done_vectors, done_ids in partial.completed_chunks(config.chunk_size):
             add(done_vectors, done_ids)
         documents = read_corpus(corpus)
         for _ in islice(documents, partial.done):
             pass
         for chunk in chunks(documents, config.chunk_size):
-            embedded = encode_chunk(model, chunk, partial.done, cached, config.batch_size)
+            embedded = encode_chunk(encoder, chunk, partial.done, cached, config.batch_size)
             ids = np.fromiter((d.id for d in chunk), dtype=np.int64, count=len(chunk))
             add(embedded, ids)
             partial.record_chunk(embedded, ids, chunk)
@@ -161,8 +159,9 @@ def build_index(
 
     folder = partial.finish()
     vectors.write(folder)
+    provenance = encoder.describe()
     manifest = Manifest(
-        model=model_reference(config.model),
+        model=encoder.name,
         embedding_dim=dim,
         document_count=int(vectors.live_count),
         index_type=plan.index_type,
@@ -173,7 +172,8 @@ def build_index(
                 "reasons": list(plan.reasons), "device": placement.describe(), "build_seconds": round(time.perf_counter() - started, 2)},
         quality=quality.as_dict(),
         vector_count=vectors.slots,
-        reduction=reduction_of(config.model),
+        reduction=provenance.get("reduction"),
+        backend=provenance.get("backend", "torch"),
         source={"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank},
     )
     manifest.write(folder)

@@ -17,10 +17,9 @@ import faiss
 import numpy as np
 
 from errors import UsageError
-from index.plan import IndexPlan
+from index.plan import GPU_MODES, IndexPlan
 from index.vectors import ID_MAPPED, VectorIndex
 
-GPU_MODES = ("auto", "off", "one", "all")
 NO_GPU_TYPES = {"hnsw": "FAISS has no GPU HNSW", "sq8": "FAISS has no GPU flat SQ8 index"}
 TORCH_QUERY_BLOCK = 256
 

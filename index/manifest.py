@@ -38,6 +38,7 @@ class Manifest:
     index_type: str = "flat"
     faiss_factory: str = "IDMap2,Flat"
     reduction: dict[str, Any] | None = None
+    backend: str = "torch"  # the encoder backend that made the vectors (query uses the same one by default)
     index_params: dict[str, Any] = field(default_factory=dict)  # build parameters (nlist, m, nbits, M, efConstruction)
     search_params: dict[str, int] = field(default_factory=dict)  # tuned nprobe / efSearch, applied on load
     choice: dict[str, Any] = field(default_factory=dict)  # requested type, memory budget, target recall, reasons
@@ -70,3 +71,27 @@ class Manifest:
         if missing:
             raise DataError(f"{path}: missing field(s) {', '.join(sorted(missing))}")
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def explain(self) -> str:
+        """Why this index: type, factory, parameters, reasons, and the recall@10/QPS measured at build time."""
+        from index.plan import format_bytes
+
+        lines = [f"index: {self.index_type} ({self.faiss_factory})" + (f", params {self.index_params}" if self.index_params else "")]
+        choice = self.choice
+        if choice:
+            asked = f"asked for {choice['requested']}"
+            if choice["requested"] == "auto":
+                asked += f" with --max-memory {format_bytes(choice['max_memory'])} and --target-recall {choice['target_recall']}"
+            lines.append(f"why: {asked}" + "".join(f"\n  - {r}" for r in choice.get("reasons", []) if not r.startswith("--type")))
+            lines.append(f"built on: {choice.get('device', 'CPU')} in {choice.get('build_seconds', '?')} s")
+        quality = self.quality
+        if quality:
+            tuned = ", ".join(f"{k}={v}" for k, v in quality["search_params"].items()) or "nothing to tune"
+            tried = ", ".join(f"{p}→{r:.3f}" for p, r in quality.get("tried", []))
+            reached = "reached" if quality["reached"] else "NOT reached (best kept)"
+            lines.append(f"search: {tuned}" + (f" (tried {tried})" if tried else ""))
+            lines.append(
+                f"measured on {quality['queries']} held-out corpus vectors: recall@10 {quality['recall_at_10']:.3f} vs exact "
+                f"(target {quality['target_recall']}: {reached}), {quality['qps']:.0f} queries/s in one batch"
+            )
+        return "\n".join(lines)

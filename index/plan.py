@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from errors import UsageError
 
@@ -31,6 +30,8 @@ ID_BYTES = {"flat": 40, "sq8": 40, "hnsw": 40, "ivf": 8, "ivfpq": 8}
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
+# Where FAISS may run (see index.gpu): use a GPU when there is one, never, the first one, or all of them.
+GPU_MODES = ("auto", "off", "one", "all")
 
 @dataclass(frozen=True)
 class IndexPlan:
@@ -48,9 +49,6 @@ class IndexPlan:
             points = max(self.params["nlist"] * MAX_POINTS_PER_CENTROID // 4, 2 ** self.params.get("nbits", 0) * MIN_POINTS_PER_CENTROID)
             return min(n, points)
         return min(n, 100_000) if self.index_type == "sq8" else 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"type": self.index_type, "factory": self.factory, "params": dict(self.params), "tunable": self.tunable, "reasons": list(self.reasons)}
 
 
 def parse_memory(text: str | int) -> int:

@@ -1,4 +1,4 @@
-"""How good and how fast an index is: recall@k against exact search, streamed exact top-k, QPS, tuning."""
+"""How good and how fast an index is: tune nprobe/efSearch to a recall target on held-out queries, and time it."""
 
 from __future__ import annotations
 
@@ -6,65 +6,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 
+from common.measures import drop_self, recall_at_k
 from index.plan import IndexPlan, search_param_candidates
 
 
-def recall_at_k(found_ids: np.ndarray, true_ids: np.ndarray, k: int) -> float:
-    """Mean over queries of |found[:k] ∩ true[:k]| / |true[:k]| (ids -1 are padding and never count)."""
-    found_ids, true_ids = np.atleast_2d(found_ids)[:, :k], np.atleast_2d(true_ids)[:, :k]
-    if len(found_ids) != len(true_ids):
-        raise ValueError(f"{len(found_ids)} result rows but {len(true_ids)} ground-truth rows")
-    scores = []
-    for found, true in zip(found_ids.tolist(), true_ids.tolist()):
-        truth = {i for i in true if i >= 0}
-        if truth:
-            scores.append(len(truth.intersection(i for i in found if i >= 0)) / len(truth))
-    return float(np.mean(scores)) if scores else 1.0
-
-
-class StreamingExactTopK:
-    """Exact inner-product top-k of a few held-out queries over vectors seen chunk by chunk (nothing kept)."""
-
-    def __init__(self, queries: np.ndarray, k: int) -> None:
-        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
-        self.k = k
-        self._scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        self._ids = np.full((len(queries), k), -1, dtype=np.int64)
-
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        if not len(self.queries) or not len(vectors):
-            return
-        scores, local = faiss.knn(self.queries, np.ascontiguousarray(vectors, dtype=np.float32), min(self.k, len(vectors)), metric=faiss.METRIC_INNER_PRODUCT)
-        both_scores = np.concatenate([self._scores, scores], axis=1)
-        both_ids = np.concatenate([self._ids, np.where(local >= 0, ids[np.maximum(local, 0)], -1)], axis=1)
-        order = np.argsort(-both_scores, axis=1, kind="stable")[:, : self.k]
-        self._scores, self._ids = np.take_along_axis(both_scores, order, 1), np.take_along_axis(both_ids, order, 1)
-
-    def state(self) -> dict[str, np.ndarray]:
-        """Arrays to persist (a resumed build continues from them)."""
-        return {"queries": self.queries, "scores": self._scores, "ids": self._ids}
-
-    @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], k: int) -> StreamingExactTopK:
-        exact = cls(state["queries"], k)
-        exact._scores, exact._ids = state["scores"].copy(), state["ids"].copy()
-        return exact
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids
-
-
 Search = Callable[[np.ndarray, int], np.ndarray]
-
-
-def drop_self(ids: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
-    """Each row without the query's own id, cut to k: held-out queries are corpus vectors that would find themselves."""
-    rows = [[i for i in row if i != own][:k] for row, own in zip(ids.tolist(), self_ids.tolist())]
-    return np.array([row + [-1] * (k - len(row)) for row in rows], dtype=np.int64).reshape(len(rows), k)
 
 
 def measure_qps(search: Search, queries: np.ndarray, k: int, min_seconds: float = 0.2) -> float:

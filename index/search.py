@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sentence_transformers import SentenceTransformer
 
-from embedder import encode, load_model
+from common.encoder import Encoder
 from errors import DataError, UsageError
 from index.gpu import attach_searcher
 from index.manifest import Manifest
@@ -36,23 +35,24 @@ class Hit:
 
 
 class SearchIndex:
-    """A loaded index folder. The model is loaded on the first text query only."""
+    """A loaded index folder; text queries need the `encoder` it was given (vector queries do not)."""
 
     def __init__(
-        self, path: Path, manifest: Manifest, vectors: VectorIndex, store: DocStore, model: SentenceTransformer | None = None, device: str = "CPU"
+        self, path: Path, manifest: Manifest, vectors: VectorIndex, store: DocStore, encoder: Encoder | None = None, device: str = "CPU"
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.vectors = vectors
         self.store = store
         self.device = device  # where unfiltered searches run, in words
-        self._model = model
+        self._encoder = encoder
 
     @property
-    def model(self) -> SentenceTransformer:
-        if self._model is None:
-            self._model = load_model(self.manifest.model)
-        return self._model
+    def encoder(self) -> Encoder:
+        """The encoder that embeds text queries; index/ never loads one itself."""
+        if self._encoder is None:
+            raise UsageError(f"{self.path}: loaded without an encoder; pass encoder= to load_index (or search with vectors)")
+        return self._encoder
 
     def allowed_ids(self, where: Where | None) -> np.ndarray | None:
         """Ids whose metadata matches every field=value of `where` (None: no filter)."""
@@ -89,11 +89,20 @@ class SearchIndex:
 
     def search(self, queries: Sequence[str], k: int = 10, batch_size: int = 64, where: Where | None = None) -> list[list[Hit]]:
         """Top-k hits for each query text."""
-        return self.search_vectors(encode(self.model, queries, batch_size, normalize=self.manifest.normalized), k, where)
+        return self.search_vectors(self.encoder.encode(queries, batch_size), k, where)
 
 
-def load_index(path: Path | str, model: SentenceTransformer | None = None, mmap: bool = False, gpu: str = "auto") -> SearchIndex:
-    """Open an index folder written by `build_index`; `model` overrides loading the manifest's model.
+def check_encoder(path: Path, manifest: Manifest, encoder: Encoder) -> None:
+    """Refuse an encoder whose vectors cannot be compared with the index's (another dimension)."""
+    if encoder.dim != manifest.embedding_dim:
+        raise UsageError(
+            f"{path}: the index holds {manifest.embedding_dim}-dim vectors ({manifest.model}) but the encoder {encoder.name} gives {encoder.dim}; "
+            "query with the model the index was built with"
+        )
+
+
+def load_index(path: Path | str, encoder: Encoder | None = None, mmap: bool = False, gpu: str = "auto") -> SearchIndex:
+    """Open an index folder written by `build_index`; `encoder` embeds text queries (its dimension must match).
 
     `mmap` maps the vectors from disk (read-only) instead of reading them into memory;
     `gpu` (auto, off, one, all) puts a search copy on the GPU when one is usable (see index.gpu).
@@ -109,5 +118,7 @@ def load_index(path: Path | str, model: SentenceTransformer | None = None, mmap:
         raise DataError(f"{path / VECTORS_NAME}: cannot be read by FAISS ({str(exc).splitlines()[0]})") from None
     if vectors.dim != manifest.embedding_dim:
         raise DataError(f"{path}: vectors have dim {vectors.dim} but the manifest says {manifest.embedding_dim}")
+    if encoder is not None:
+        check_encoder(path, manifest, encoder)
     device = attach_searcher(vectors, gpu)
-    return SearchIndex(path, manifest, vectors, DocStore.open(path / STORE_NAME), model, device)
+    return SearchIndex(path, manifest, vectors, DocStore.open(path / STORE_NAME), encoder, device)

@@ -8,18 +8,18 @@ succeeded (`atomic_update`), so a failure leaves the previous index untouched.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from sentence_transformers import SentenceTransformer
-from tqdm import tqdm
 
-from embedder import embedding_dim, encode, load_model
-from common.corpus import CorpusSpec, read_corpus, scan_corpus
-from errors import DataError, UsageError
 from common.atomic import atomic_update
+from common.chunking import chunks
+from common.corpus import CorpusSpec, read_corpus, scan_corpus
+from common.encoder import Encoder
+from common.progress import progress_bar
+from errors import DataError, UsageError
 from index.manifest import Manifest
+from index.search import check_encoder
 from index.store import STORE_NAME, DocStore
 from index.vectors import VectorIndex
 
@@ -35,8 +35,7 @@ def _existing_ids(folder: Path, ids: Iterable[int]) -> list[int]:
     store = DocStore.open(folder / STORE_NAME)
     try:
         found: list[int] = []
-        batch = iter(ids)
-        while chunk := list(islice(batch, 10_000)):
+        for chunk in chunks(ids, 10_000):
             found += sorted(store.existing(chunk))
         return found
     finally:
@@ -53,10 +52,10 @@ def _finish(work: Path, manifest: Manifest, vectors: VectorIndex, change: dict) 
 
 
 def add_documents(
-    folder: Path, corpus: CorpusSpec, upsert: bool = False, batch_size: int = 64, chunk_size: int = 2048,
-    model: SentenceTransformer | None = None, show_progress: bool | None = None,
+    folder: Path, corpus: CorpusSpec, encoder: Encoder, upsert: bool = False, batch_size: int = 64, chunk_size: int = 2048,
+    show_progress: bool | None = None,
 ) -> Manifest:
-    """Encode `corpus` with the index's model and add it; an id already present is an error unless `upsert`."""
+    """Encode `corpus` with `encoder` (the index's model) and add it; an id already present is an error unless `upsert`."""
     folder = Path(folder)
     manifest = _check_index(folder)
     total = scan_corpus(corpus)
@@ -64,17 +63,13 @@ def add_documents(
     if clashes and not upsert:
         shown = ", ".join(map(str, clashes[:5])) + (" …" if len(clashes) > 5 else "")
         raise UsageError(f"{corpus.path}: {len(clashes)} id(s) already in {folder} ({shown}); pass --upsert to replace them, or give new documents their own ids (--id-column)")
-    model = model or load_model(manifest.model)
-    if embedding_dim(model) != manifest.embedding_dim:
-        raise UsageError(f"model gives dimension {embedding_dim(model)} but {folder} holds {manifest.embedding_dim}")
+    check_encoder(folder, manifest, encoder)
     with atomic_update(folder) as work:
         vectors = VectorIndex.read(work, manifest.index_type, manifest.search_params)
         store = DocStore.open_writable(work / STORE_NAME)
-        documents = read_corpus(corpus)
-        hide = None if show_progress is None else not show_progress
-        with tqdm(total=total.documents, desc="adding", unit="doc", disable=hide) as bar:
-            while chunk := list(islice(documents, chunk_size)):
-                embedded = encode(model, [d.text for d in chunk], batch_size, normalize=manifest.normalized, show_progress=False)
+        with progress_bar(total.documents, "adding", "doc", show_progress) as bar:
+            for chunk in chunks(read_corpus(corpus), chunk_size):
+                embedded = encoder.encode([d.text for d in chunk], batch_size, show_progress=False)
                 ids = np.fromiter((d.id for d in chunk), dtype=np.int64, count=len(chunk))
                 if upsert:
                     vectors.remove(ids[np.isin(ids, clashes)])

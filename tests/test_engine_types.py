@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from index.plan import plan_for_type, search_param_candidates
-from index.quality import recall_at_k, recall_plateaued, tune_and_measure
+from common.measures import recall_at_k
+from index.quality import recall_plateaued, tune_and_measure
 from index.vectors import VectorIndex
 
 N, DIM, CENTRES, QUERIES = 20_000, 32, 200, 200

@@ -11,25 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import index.build
 from conftest import STSB_EN, crash_on_call, require
-from embedder import encode
 from common.corpus import CorpusSpec
+from embedder import SentenceEncoder
 from errors import UsageError
 from eval import load_sts
 from index import BuildConfig, Manifest, build_index, load_index
+from simsearch import api
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_tiny(corpus: Path, out: Path, model_dir: Path, **kwargs) -> Manifest:
-    return build_index(CorpusSpec(corpus), out, BuildConfig(model=str(model_dir), **kwargs))
+    return api.build(CorpusSpec(corpus), out, BuildConfig(**kwargs), model=str(model_dir))
 
 
 def test_search_returns_each_document_first_for_its_own_text(tmp_path, tiny_corpus, tiny_model_dir):
     manifest = build_tiny(tiny_corpus, tmp_path / "idx", tiny_model_dir)
     assert (manifest.document_count, manifest.source["blank_lines_skipped"], manifest.embedding_dim) == (12, 1, 32)
-    searcher = load_index(tmp_path / "idx")
+    searcher = api.open_index(tmp_path / "idx")
     lines = tiny_corpus.read_text().splitlines()
     queries = [(n, t) for n, t in enumerate(lines, start=1) if t]
     results = searcher.search([t for _, t in queries], k=3)
@@ -40,7 +40,7 @@ def test_search_returns_each_document_first_for_its_own_text(tmp_path, tiny_corp
 
 def test_k_larger_than_the_index_returns_every_document(tmp_path, tiny_corpus, tiny_model_dir):
     build_tiny(tiny_corpus, tmp_path / "idx", tiny_model_dir)
-    hits = load_index(tmp_path / "idx").search(["a dog"], k=100)[0]
+    hits = api.open_index(tmp_path / "idx").search(["a dog"], k=100)[0]
     assert sorted(h.id for h in hits) == [1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 
 
@@ -48,7 +48,7 @@ def test_round_trip_in_a_new_process_gives_the_same_hits_and_scores(tmp_path, ti
     build_tiny(tiny_corpus, tmp_path / "idx", tiny_model_dir)
     queries = ["a dog in the park", "stocks today", "a man eating"]
     (tmp_path / "q.txt").write_text("\n".join(queries) + "\n", encoding="utf-8")
-    here = load_index(tmp_path / "idx").search(queries, k=5)
+    here = api.open_index(tmp_path / "idx").search(queries, k=5)
     run = subprocess.run(
         [sys.executable, "-m", "cli", "query", str(tmp_path / "idx"), "--queries", str(tmp_path / "q.txt"), "-k", "5", "--json"],
         capture_output=True, text=True, cwd=ROOT, check=True,
@@ -71,17 +71,17 @@ def test_existing_index_is_not_overwritten_without_the_flag(tmp_path, tiny_corpu
 
 def test_crash_during_rebuild_leaves_the_previous_index_loadable_and_unchanged(tmp_path, tiny_corpus, tiny_model_dir, monkeypatch):
     build_tiny(tiny_corpus, tmp_path / "idx", tiny_model_dir)
-    before = load_index(tmp_path / "idx").search(["a dog"], k=3)[0]
+    before = api.open_index(tmp_path / "idx").search(["a dog"], k=3)[0]
     bigger = tmp_path / "bigger.txt"
     bigger.write_text("\n".join(f"the dog runs {i}" for i in range(50)) + "\n", encoding="utf-8")
     # Call 1 encodes the tuning sample, call 3 the second chunk.
-    calls = crash_on_call(monkeypatch, index.build, "encode", 3)
+    calls = crash_on_call(monkeypatch, SentenceEncoder, "encode", 3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_tiny(bigger, tmp_path / "idx", tiny_model_dir, overwrite=True, chunk_size=10)
     assert calls["n"] == 3
     # Only the hidden progress folder that `--resume` continues is left beside the index.
     assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.partial", "bigger.txt", "corpus.txt", "idx"]
-    after = load_index(tmp_path / "idx").search(["a dog"], k=3)[0]
+    after = api.open_index(tmp_path / "idx").search(["a dog"], k=3)[0]
     assert Manifest.read(tmp_path / "idx").document_count == 12
     assert [(h.id, h.score) for h in after] == [(h.id, h.score) for h in before]
 
@@ -92,11 +92,11 @@ def test_overwrite_replaces_the_index_once_the_new_one_is_complete(tmp_path, tin
     other.write_text("rain in the city\nsun in the park\n", encoding="utf-8")
     build_tiny(other, tmp_path / "idx", tiny_model_dir, overwrite=True)
     assert Manifest.read(tmp_path / "idx").document_count == 2
-    assert [h.text for h in load_index(tmp_path / "idx").search(["sun in the park"], k=1)[0]] == ["sun in the park"]
+    assert [h.text for h in api.open_index(tmp_path / "idx").search(["sun in the park"], k=1)[0]] == ["sun in the park"]
 
 
 @pytest.mark.slow
-def test_every_sampled_stsb_sentence_finds_itself_first(tmp_path, default_model):
+def test_every_sampled_stsb_sentence_finds_itself_first(tmp_path, default_encoder):
     """Unique STS-B sentences (all splits) indexed with the default model; 200 of them query themselves."""
     path = require(STSB_EN)
     sentences = []
@@ -107,10 +107,10 @@ def test_every_sampled_stsb_sentence_finds_itself_first(tmp_path, default_model)
     unique = list({" ".join(s.lower().split()): s for s in sentences}.values())
     corpus = tmp_path / "stsb.txt"
     corpus.write_text("\n".join(unique) + "\n", encoding="utf-8")
-    build_index(CorpusSpec(corpus), tmp_path / "idx", BuildConfig(), model=default_model)
-    searcher = load_index(tmp_path / "idx", model=default_model)
+    build_index(CorpusSpec(corpus), tmp_path / "idx", default_encoder)
+    searcher = load_index(tmp_path / "idx", default_encoder)
     assert searcher.manifest.document_count == len(unique) > 10_000
     picks = random.Random(0).sample(range(len(unique)), 200)
-    results = searcher.search_vectors(encode(default_model, [unique[i] for i in picks]), k=2)
+    results = searcher.search_vectors(default_encoder.encode([unique[i] for i in picks]), k=2)
     assert [hits[0].id for hits in results] == [i + 1 for i in picks]
     assert np.mean([hits[0].score - hits[1].score for hits in results]) > 0.02

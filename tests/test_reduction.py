@@ -29,7 +29,8 @@ from embedder.reduction import (
     save_model,
 )
 from errors import DataError
-from index import BuildConfig, Manifest, build_index
+from index import Manifest
+from simsearch import api
 
 
 def run(*args):
@@ -179,7 +180,7 @@ def test_cli_whiten_auto_then_index_records_the_reduction(tiny_model_dir, fit_fi
     assert info["method"] == "whiten" and chosen["measure"] == "recall@10" and info["fit_documents"] == 400
     assert info["output_dim"] == chosen["dim"] == min(int(k) for k, v in chosen["scores"].items() if v >= 0.5)
     assert "JL lemma for N=400" in result.stderr and f"auto chose k={chosen['dim']}" in result.stderr
-    manifest = build_index(CorpusSpec(tiny_corpus), tmp_path / "idx", BuildConfig(model=str(out)))
+    manifest = api.build(CorpusSpec(tiny_corpus), tmp_path / "idx", model=str(out))
     assert manifest.embedding_dim == info["output_dim"]
     assert Manifest.read(tmp_path / "idx").reduction == info
 

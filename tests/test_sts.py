@@ -46,7 +46,7 @@ def test_a_bad_score_names_file_and_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_spearman_on_stsb_test_matches_sentence_transformers_evaluator(default_model):
+def test_cli_spearman_on_stsb_test_matches_sentence_transformers_evaluator(default_model, default_encoder):
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     path = require(STSB_EN)
@@ -61,7 +61,7 @@ def test_cli_spearman_on_stsb_test_matches_sentence_transformers_evaluator(defau
     pearson = next(v for k, v in reference.items() if k.endswith("pearson_cosine"))
     assert ours["spearman"] == pytest.approx(spearman, abs=0.002)
     assert ours["pearson"] == pytest.approx(pearson, abs=0.002)
-    assert evaluate_sts(default_model, data).spearman == pytest.approx(ours["spearman"], abs=1e-6)
+    assert evaluate_sts(default_encoder, data).spearman == pytest.approx(ours["spearman"], abs=1e-6)
 
 
 def test_data_argument_takes_an_optional_split(tmp_path):

@@ -1,0 +1,128 @@
+"""Reusable click options, parameter types and argument parsers for the `simsearch` commands in cli.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from common.corpus import FORMATS
+from embedder.backends import BACKENDS
+from errors import SimsearchError, UsageError
+from index.plan import GPU_MODES
+
+MODEL_HELP = "Model: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2, bundled, offline)."
+FORMAT_HELP = "Input format; default from the extension (.txt text, .tsv, .csv, .jsonl)."
+IN_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+class SimsearchGroup(click.Group):
+    """A click group that reports SimsearchError as one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SimsearchError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def corpus_options(func):
+    """Options shared by every command that reads a corpus file."""
+    func = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)(func)
+    func = click.option("--id-column", default=None, help="Column (TSV/CSV) or field (JSONL) with int64 ids; default: line numbers.")(func)
+    func = click.option("--text-column", default="text", show_default=True, help="Column (TSV/CSV) or field (JSONL) holding the text.")(func)
+    return func
+
+
+def gpu_option(func):
+    return click.option(
+        "--gpu", type=click.Choice(GPU_MODES), default="auto", show_default=True,
+        help="auto: use a GPU when FAISS (or, for exact search, torch) sees one; off; one: the first GPU; all: every GPU (search).",
+    )(func)
+
+
+def backend_option(default: str | None):
+    """--backend: which encoder runtime embeds the text (an index remembers its own)."""
+    told = f"[default: {default}]" if default else "[default: the one the index was built with]"
+    return click.option("--backend", type=click.Choice(BACKENDS), default=default, help=f"Encoder runtime {told}.")
+
+
+def batch_size_option(func):
+    return click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Sentences per encoder batch.")(func)
+
+
+def json_line(value) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+def parse_where(conditions: tuple[str, ...]) -> dict[str, str]:
+    """FIELD=VALUE strings → {field: value}."""
+    parsed: dict[str, str] = {}
+    for condition in conditions:
+        name, sep, value = condition.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--where {condition!r}: expected FIELD=VALUE")
+        parsed[name.strip()] = value
+    return parsed
+
+
+def parse_columns(value: str | None) -> tuple[str, str, str] | None:
+    """`--columns s1,s2,score` → a 3-tuple of names."""
+    if value is None:
+        return None
+    names = tuple(part.strip() for part in value.split(","))
+    if len(names) != 3 or not all(names):
+        raise UsageError(f"--columns needs three names: sentence1,sentence2,score (got {value!r})")
+    return names  # type: ignore[return-value]
+
+
+TRAIN_HELP = """Fine-tune an encoder on TRAIN with METHOD and save it to OUT (a sentence-transformers folder + training.json).
+
+\b
+METHOD:
+  cosent        scored pairs: STS-B (.tsv.gz, train split), SICK, s1/s2/score TSV/CSV,
+                headerless sentence1<TAB>sentence2<TAB>score; graded scores or 0/1 labels.
+                CoSENT ranking loss on cosines, scale 20.
+  simcse-unsup  unlabeled sentences, one per line (or both columns of a pair file); each
+                sentence twice with dropout as noise, in-batch negatives, temperature 0.05.
+  simcse-sup    triplets: JSONL {"query", "pos": [...], "neg": [...]}, a 3-column
+                anchor/positive/negative TSV, or NLI pairs (SICK: ENTAILMENT -> positive,
+                CONTRADICTION -> hard negative of the same premise).
+
+With --dev (STS pairs; a file with a split column gives its dev split), the model is
+scored (Spearman) at the start, every --eval-steps (default: each epoch) and at the end,
+and the best checkpoint is the one saved. All input is validated before training starts.
+"""
+
+
+class DimType(click.ParamType):
+    """--dim: a positive integer or 'auto'."""
+
+    name = "K|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not a positive dimension", param, ctx)
+        return number
+
+
+def reduce_options(func):
+    """Options shared by `reduce whiten` and `reduce jl`: output, how `--dim auto` measures, batch size."""
+    func = click.option("--overwrite", is_flag=True, help="Replace an existing OUT folder (only once the new one is complete).")(func)
+    func = batch_size_option(func)
+    func = click.option("--recall-docs", type=click.IntRange(min=11), default=10_000, show_default=True, help="Fit sentences kept to measure recall@10 for --dim auto.")(func)
+    func = click.option("--metric", type=click.Choice(["spearman", "recall"]), default=None, help="What --dim auto keeps: dev Spearman on --data, or recall@10 vs full-dim search on --fit. Default: spearman when --data is given.")(func)
+    func = click.option("--target", type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True, help="--dim auto: keep at least this fraction of the full-dim score.")(func)
+    func = click.option("--split", default="dev", show_default=True, help="Split of --data that --dim auto measures on.")(func)
+    func = click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS file for --dim auto (Spearman), e.g. STS-B.")(func)
+    func = click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the reduced model.")(func)
+    func = click.option("--dim", type=DimType(), required=True, help="Output dimension, or 'auto': the smallest sweep dim keeping --target of the full-dim score.")(func)
+    return func

@@ -1,0 +1,214 @@
+"""The Python API behind every `simsearch` command: load what a command needs, call the stage, return a result.
+
+This is the one place that combines stages: it loads an encoder (embedder/) and
+hands it to an index (index/) or a measure (eval/). The CLI parses arguments,
+calls one function here (or one stage function directly) and prints the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.atomic import atomic_file, check_target
+from common.corpus import CorpusSpec, read_corpus, scan_corpus
+from common.encoder import Encoder
+from common.sts_data import load_sts, parse_data_arg
+from embedder.backends import DEFAULT_BACKEND, load_encoder
+from errors import UsageError
+from index.build import BuildConfig, build_index
+from index.manifest import Manifest
+from index.search import Hit, SearchIndex, Where, load_index
+from index.update import add_documents, remove_documents
+
+PathLike = str | Path
+
+
+def _corpus(corpus: CorpusSpec | PathLike) -> CorpusSpec:
+    """A corpus spec from a spec or a bare path (format from the extension, default columns)."""
+    return corpus if isinstance(corpus, CorpusSpec) else CorpusSpec(Path(corpus))
+
+
+def encode_file(
+    corpus: CorpusSpec | PathLike, output: PathLike, model: str | None = None, batch_size: int = 64,
+    overwrite: bool = False, backend: str = DEFAULT_BACKEND,
+) -> tuple[int, int]:
+    """Embed every sentence of `corpus` into the .npy file `output` (float32, normalized rows, file order); returns its shape."""
+    spec, output = _corpus(corpus), Path(output)
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
+    scan_corpus(spec)
+    texts = [doc.text for doc in read_corpus(spec)]
+    vectors = load_encoder(model, backend=backend).encode(texts, batch_size)
+    with atomic_file(output) as handle:
+        np.save(handle, vectors)
+    return vectors.shape
+
+
+def build(
+    corpus: CorpusSpec | PathLike, output: PathLike, config: BuildConfig = BuildConfig(), model: str | None = None,
+    backend: str = DEFAULT_BACKEND, encoder: Encoder | None = None,
+) -> Manifest:
+    """Embed `corpus` with `model` (or a ready `encoder`) and write an index folder to `output`."""
+    check_target(Path(output), config.overwrite)  # before the model loads: a bad output fails in a second
+    return build_index(_corpus(corpus), Path(output), encoder or load_encoder(model, backend=backend), config)
+
+
+def index_encoder(manifest: Manifest, model: str | None = None, backend: str | None = None) -> Encoder:
+    """The encoder for an index: its manifest's model and backend unless told otherwise."""
+    return load_encoder(model or manifest.model, backend=backend or manifest.backend)
+
+
+def add(folder: PathLike, corpus: CorpusSpec | PathLike, upsert: bool = False, batch_size: int = 64, encoder: Encoder | None = None) -> Manifest:
+    """Encode `corpus` with the index's own model and add it to the index folder (atomically)."""
+    folder = Path(folder)
+    return add_documents(folder, _corpus(corpus), encoder or index_encoder(Manifest.read(folder)), upsert, batch_size)
+
+
+def remove(folder: PathLike, ids: Sequence[int]) -> Manifest:
+    """Remove documents by id (an id not in the index is an error and nothing changes)."""
+    return remove_documents(Path(folder), ids)
+
+
+def info(folder: PathLike) -> Manifest:
+    """The manifest of an index folder (`Manifest.explain()` says why its type and parameters were chosen)."""
+    return Manifest.read(Path(folder))
+
+
+def open_index(
+    folder: PathLike, model: str | None = None, mmap: bool = False, gpu: str = "auto", backend: str | None = None, encoder: Encoder | None = None
+) -> SearchIndex:
+    """Load an index folder with an encoder for text queries (by default the model and backend it was built with)."""
+    folder = Path(folder)
+    return load_index(folder, encoder or index_encoder(Manifest.read(folder), model, backend), mmap=mmap, gpu=gpu)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The query texts, their hits (one list per query), and where the search ran."""
+
+    queries: list[str]
+    hits: list[list[Hit]]
+    device: str
+
+
+def read_queries(text: str | Sequence[str] | None, queries_file: PathLike | None) -> list[str]:
+    """Query texts from a text (or list of texts) or a file (one per line, or TSV/CSV/JSONL): exactly one of them."""
+    if (text is None) == (queries_file is None):
+        raise UsageError("give either a query TEXT or --queries FILE (exactly one)")
+    if queries_file is not None:
+        texts = [doc.text for doc in read_corpus(CorpusSpec(Path(queries_file)))]
+    else:
+        texts = [text] if isinstance(text, str) else list(text)
+    if not texts or not all(t.strip() for t in texts):
+        raise UsageError("the query is empty")
+    return texts
+
+
+def query(
+    folder: PathLike, text: str | Sequence[str] | None = None, queries_file: PathLike | None = None, k: int = 10, where: Where | None = None,
+    mmap: bool = False, gpu: str = "auto", batch_size: int = 64, model: str | None = None, backend: str | None = None,
+) -> QueryResult:
+    """The k documents of an index most similar to each query text."""
+    texts = read_queries(text, queries_file)
+    searcher = open_index(folder, model, mmap, gpu, backend)
+    return QueryResult(texts, searcher.search(texts, k, batch_size, where=where), searcher.device)
+
+
+def eval_sts(
+    datasets: Sequence[PathLike], split: str = "test", columns: tuple[str, str, str] | None = None, model: str | None = None,
+    batch_size: int = 64, plot: PathLike | None = None, backend: str = DEFAULT_BACKEND,
+):
+    """Spearman/Pearson of cosine vs gold on each STS set (`FILE` or `FILE:SPLIT`), optionally a scatter plot PNG."""
+    from eval.sts import sts_report
+
+    sources = [parse_data_arg(str(value), split) for value in datasets]
+    for path, _ in sources:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    sets = [load_sts(path, set_split, columns) for path, set_split in sources]
+    report_ = sts_report(load_encoder(model, backend=backend), sets, batch_size)
+    if plot is not None:
+        from eval.plots import plot_sts_scatter
+
+        plot_sts_scatter(report_.runs, Path(plot), title=report_.model)
+    return report_
+
+
+def eval_retrieval(folder: PathLike, queries: PathLike, qrels: PathLike, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64):
+    """Recall@k, MRR@10, nDCG@10, MAP@100 of an index on judged queries (trec_eval's measures)."""
+    from eval.retrieval import evaluate_retrieval
+    from eval.retrieval_data import load_qrels, load_queries
+
+    if not ks or min(ks) < 1:
+        raise UsageError("--k values must be at least 1")
+    return evaluate_retrieval(open_index(folder), load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size)
+
+
+def eval_ann(folder: PathLike, n_queries: int = 200, query_file: PathLike | None = None, k: int = 10, seed: int = 0, batch_size: int = 64):
+    """An index's recall@k against exact search over its re-encoded texts, and its QPS."""
+    from eval.ann import evaluate_ann
+
+    texts = [doc.text for doc in read_corpus(CorpusSpec(Path(query_file)))] if query_file else None
+    return evaluate_ann(open_index(folder), n_queries, k, texts, seed, batch_size)
+
+
+def make_stsb_retrieval(output: PathLike, data_dir: PathLike, min_score: float = 4.0, overwrite: bool = False):
+    """Write the STS-B/SICK retrieval set (corpus.jsonl, queries.tsv, qrels.tsv) from the data folder `data_dir`."""
+    from eval.stsb_retrieval import build_stsb_retrieval, write_retrieval_set
+
+    check_target(Path(output), overwrite)
+    data = build_stsb_retrieval(Path(data_dir), min_score)
+    write_retrieval_set(data, Path(output), overwrite)
+    return data
+
+
+def report(inputs: Sequence[PathLike], output: PathLike, title: str = "Results") -> list[Path]:
+    """Markdown tables and plots from saved JSON results; returns the plots written."""
+    from eval.report import write_report
+
+    return write_report([Path(p) for p in inputs], Path(output), title)
+
+
+def train(config: Any):
+    """Fine-tune an encoder (an `embedder.training.TrainConfig`) and save it."""
+    from embedder.training import train as run_training
+
+    return run_training(config)
+
+
+def reduce(
+    method: str, model: str | None, output: PathLike, config: Any, fit: CorpusSpec | PathLike | None = None,
+    data: PathLike | None = None, split: str = "dev",
+):
+    """Reduce a model's vectors (`embedder.reduce_model.ReduceConfig`), saving the reduced model folder."""
+    from embedder.reduce_model import reduce_model
+
+    sts = load_sts(Path(data), split) if data is not None else None
+    return reduce_model(model, Path(output), config, _corpus(fit) if fit is not None else None, sts)
+
+
+def sweep(
+    model: str | None, fit: CorpusSpec | PathLike, data: PathLike, split: str = "dev", seeds: int = 5, batch_size: int = 64,
+    recall_docs: int = 10_000, plot: PathLike | None = None,
+):
+    """Whitening vs JL at every sweep dim: STS Spearman and recall@10 against full-dim search; optionally a PNG."""
+    from embedder.reduce_model import sweep_model
+
+    pairs = load_sts(Path(data), split)
+    result = sweep_model(model, _corpus(fit), pairs, seeds, batch_size, recall_docs)
+    if plot is not None:
+        from eval.plots import plot_sweep
+
+        plot_sweep([r.as_dict() for r in result.rows], Path(plot), f"{model or 'default'} · {pairs.name}")
+    return result
+
+
+__all__ = [
+    "QueryResult", "add", "build", "encode_file", "eval_ann", "eval_retrieval", "eval_sts", "info", "load_encoder",
+    "make_stsb_retrieval", "open_index", "query", "reduce", "remove", "report", "sweep", "train",
+]
