@@ -1,4 +1,4 @@
-"""The work behind `simsearch reduce whiten|jl|sweep`: fit a reduction for a model, choose k, save the reduced model."""
+"""The work behind `simsearch reduce whiten|jl|truncate|sweep`: fit a reduction for a model, choose k, save the reduced model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sentence_transformers import SentenceTransformer
 from common.corpus import CorpusSpec, scan_corpus
 from embedder.dim_choice import Choice, Measure, RecallMeasure, SweepRow, candidate_dims, choose_dim, sts_measure, sweep
 from embedder.loading import embedding_dim, load_model
-from embedder.model_files import model_reference, reduction_of
+from embedder.model_files import model_reference, reduction_of, trained_dims
 from embedder.reduction import (
     METHODS,
     CorpusEmbeddings,
@@ -23,6 +23,7 @@ from embedder.reduction import (
     jl_epsilon,
     jl_map,
     save_model,
+    truncation_map,
 )
 from errors import UsageError
 from common.sts_data import StsData
@@ -67,8 +68,8 @@ def _metric(config: ReduceConfig, fit: CorpusSpec | None, sts: StsData | None) -
 
 
 def _fit_pass(model: SentenceTransformer, config: ReduceConfig, fit: CorpusSpec | None, keep: int) -> CorpusEmbeddings | None:
-    """Encode the fit corpus: all of it for whitening, only the recall sample for JL."""
-    if fit is None or (config.method == "jl" and keep == 0):
+    """Encode the fit corpus: all of it for whitening, only the recall sample for JL and truncation."""
+    if fit is None or (config.method != "whiten" and keep == 0):
         return None
     return embed_corpus(model, fit, config.batch_size, keep=keep, whole=config.method == "whiten", show_progress=config.show_progress)
 
@@ -76,7 +77,7 @@ def _fit_pass(model: SentenceTransformer, config: ReduceConfig, fit: CorpusSpec 
 def reduce_model(
     model_name: str | None, out: Path, config: ReduceConfig, fit: CorpusSpec | None = None, sts: StsData | None = None
 ) -> ReduceOutcome:
-    """Fit `config.method` on `fit` (whitening) or draw it from the seed (JL), pick k, and save the reduced model to `out`."""
+    """Fit `config.method` on `fit` (whitening), draw it from the seed (JL) or slice (truncation), pick k, and save the reduced model to `out`."""
     from common.atomic import check_target
 
     if config.method not in METHODS:
@@ -99,9 +100,12 @@ def reduce_model(
         whitening = fit_whitening(fitted.stats)
         make: Callable[[int], LinearMap] = whitening.map
         candidates = [k for k in candidate_dims(model_dim) if k <= whitening.rank]
-    else:
+    elif config.method == "jl":
         make = lambda k: jl_map(model_dim, k, config.seed)  # noqa: E731
         candidates = [k for k in candidate_dims(model_dim) if k < model_dim]  # JL at full dim only adds noise
+    else:
+        make = lambda k: truncation_map(model_dim, k)  # noqa: E731
+        candidates = [k for k in candidate_dims(model_dim) if k < model_dim]
 
     choice = None
     if auto:
@@ -122,6 +126,8 @@ def reduce_model(
         "jl_epsilon": jl_epsilon(documents, dim) if documents and dim else None,
         "chosen_by": choice.as_dict() if choice else None,
     }
+    if config.method == "truncate":
+        info["matryoshka_dims"] = trained_dims(model_name)  # the dims the model was trained to be cut at, if any
     if previous := reduction_of(model_name):
         info["previous"] = previous
     if dim is not None:
@@ -140,7 +146,7 @@ class SweepResult:
 def sweep_model(
     model_name: str | None, fit: CorpusSpec, sts: StsData, seeds: int = 5, batch_size: int = 64, recall_docs: int = 10_000, show_progress: bool | None = None
 ) -> SweepResult:
-    """Whitening (fitted on `fit`) and JL (seeds 0..seeds-1) at every sweep dim: STS Spearman and recall@10 on `fit`."""
+    """Whitening (fitted on `fit`), JL (seeds 0..seeds-1) and truncation at every sweep dim: STS Spearman and recall@10 on `fit`."""
     model = load_model(model_name)
     model_dim = embedding_dim(model)
     fitted = embed_corpus(model, fit, batch_size, keep=recall_docs, show_progress=show_progress)
