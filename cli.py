@@ -15,7 +15,7 @@ import numpy as np
 
 from common.corpus import FORMATS, CorpusSpec, read_corpus, scan_corpus
 from embedder.pooling import POOLINGS
-from embedder.training_methods import METHODS, defaults_help
+from embedder.training_methods import METHODS, SAMPLERS, defaults_help
 from errors import SimsearchError, UsageError
 from index.gpu import GPU_MODES
 from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, INDEX_TYPES
@@ -401,21 +401,35 @@ METHOD:
   cosent        scored pairs: STS-B (.tsv.gz, train split), SICK, s1/s2/score TSV/CSV,
                 headerless sentence1<TAB>sentence2<TAB>score; graded scores or 0/1 labels.
                 CoSENT ranking loss on cosines, scale 20.
+  angle         the same scored pairs; AnglE: CoSENT (cosine) + AnglELoss (angle) +
+                in-batch negatives among the pairs scored >= 0.8 of the maximum.
   simcse-unsup  unlabeled sentences, one per line (or both columns of a pair file); each
                 sentence twice with dropout as noise, in-batch negatives, temperature 0.05.
   simcse-sup    triplets: JSONL {"query", "pos": [...], "neg": [...]}, a 3-column
                 anchor/positive/negative TSV, or NLI pairs (SICK: ENTAILMENT -> positive,
                 CONTRADICTION -> hard negative of the same premise).
 
+--train may repeat: FILE[:SPLIT][@METHOD] trains on FILE's SPLIT (default train; never
+test) with METHOD (default: the command's), all sets in one run (--sampler picks batches).
+
 With --dev (STS pairs; a file with a split column gives its dev split), the model is
 scored (Spearman) at the start, every --eval-steps (default: each epoch) and at the end,
-and the best checkpoint is the one saved. All input is validated before training starts.
+and the best checkpoint is the one saved. --seeds, --average and --search train several
+runs and keep the best on dev; they resume from .OUT.work/ when run again. All input is
+validated before training starts.
+
+\b
+Examples:
+  simsearch train cosent --train stsb.tsv.gz --train SICK_train.txt@simcse-sup --dev stsb.tsv.gz -o m
+  simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --matryoshka 384,256,128,64 -o m
+  simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --seeds 3 --average -o m
+  simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --search 'lr=3e-5,5e-5 epochs=2,4' -o m
 """
 
 
 @main.command(help=TRAIN_HELP)
 @click.argument("method", type=click.Choice(METHODS))
-@click.option("--train", "train_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Training data file.")
+@click.option("--train", "train_sets", multiple=True, required=True, metavar="FILE[:SPLIT][@METHOD]", help="Training data; repeat for several sets.")
 @click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS pairs scored for checkpoint choice.")
 @click.option("--base", default=None, help="Model to start from: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2).")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model folder to create.")
@@ -426,24 +440,33 @@ and the best checkpoint is the one saved. All input is validated before training
 @click.option("--pooling", type=click.Choice(POOLINGS), default=None, help="Sentence pooling [default: the base model's].")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed for initialisation, shuffling and dropout.")
 @click.option("--eval-steps", type=click.IntRange(min=1), default=None, help="Score --dev every N steps [default: once per epoch].")
-@click.option("--max-score", type=click.FloatRange(min=0, min_open=True), default=None, help="cosent: scores are divided by this [default: the largest score in TRAIN].")
+@click.option("--max-score", type=click.FloatRange(min=0, min_open=True), default=None, help="cosent, angle: scores are divided by this [default: the largest score in TRAIN].")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="proportional", show_default=True,
+              help="Several --train sets: batches drawn in proportion to set size (all rows used), or round-robin (equal turns, stops when one set runs out).")
+@click.option("--matryoshka", default=None, metavar="D1,D2,...", help="Also train these output dims (MatryoshkaLoss), e.g. 384,256,128,64; cut later with `reduce truncate`.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Train N runs (seeds --seed, +1, ...) and keep the best on --dev.")
+@click.option("--average", is_flag=True, help="With --seeds: also average the runs' weights (model soup), kept only if it beats every run on --dev.")
+@click.option("--search", default=None, metavar="'KEY=V1,V2 ...'", help="Grid of lr, epochs, batch, seed, pooling, max_seq_length, warmup; the best on --dev is saved.")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="With --search: train only this many settings, drawn from the grid by --seed.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT (only once the new model is complete).")
 def train(
-    method: str, train_path: Path, dev: Path | None, base: str | None, output: Path, epochs: int | None, batch_size: int | None, lr: float | None,
-    max_seq_length: int | None, pooling: str | None, seed: int, eval_steps: int | None, max_score: float | None, overwrite: bool,
+    method: str, train_sets: tuple[str, ...], dev: Path | None, base: str | None, output: Path, epochs: int | None, batch_size: int | None, lr: float | None,
+    max_seq_length: int | None, pooling: str | None, seed: int, eval_steps: int | None, max_score: float | None, sampler: str, matryoshka: str | None,
+    seeds: int, average: bool, search: str | None, trials: int | None, overwrite: bool,
 ) -> None:
     import logging
 
-    from embedder.training import TrainConfig
-    from embedder.training import train as run_training
+    from embedder.training import TrainConfig, parse_dims
+    from embedder.training_runs import RunPlan, run_plan
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("simsearch.train").setLevel(logging.INFO)
     config = TrainConfig(
-        method, train_path, output, dev=dev, base=base, epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
-        pooling=pooling, seed=seed, eval_steps=eval_steps, max_score=max_score, overwrite=overwrite,
+        method, train_sets, output, dev=dev, base=base, epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
+        pooling=pooling, seed=seed, eval_steps=eval_steps, max_score=max_score, sampler=sampler,
+        matryoshka=parse_dims(matryoshka) if matryoshka else (), overwrite=overwrite,
     )
-    run_training(config)
+    run_plan(config, RunPlan(seeds, average, search, trials))
 
 
 class DimType(click.ParamType):
@@ -532,6 +555,23 @@ def reduce_whiten(model: str, fit: Path, text_column: str, id_column: str | None
 def reduce_jl(model: str, seed: int, fit: Path | None, text_column: str, id_column: str | None, fmt: str | None, output: Path, **options) -> None:
     """Johnson–Lindenstrauss random projection of MODEL: Gaussian N(0, 1/K) matrix from --seed, saved to OUT."""
     _run_reduction("jl", model, fit, (text_column, id_column, fmt), output, seed=seed, **options)
+
+
+@reduce_group.command("truncate")
+@click.argument("model")
+@click.option("--dim", type=click.IntRange(min=1), required=True, help="Keep the first K dims (best for a model trained with --matryoshka at K).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the reduced model.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT folder (only once the new one is complete).")
+def reduce_truncate(model: str, dim: int, output: Path, overwrite: bool) -> None:
+    """Truncate MODEL's vectors to their first K dims (a Dense identity slice, then Normalize), saved to OUT."""
+    from embedder.reduce_model import ReduceConfig, reduce_model
+
+    info = reduce_model(model, output, ReduceConfig(method="truncate", dim=dim, overwrite=overwrite)).info
+    trained = info["matryoshka_dims"]
+    note = f"trained with Matryoshka at {trained}" if trained else "not trained with --matryoshka: expect a larger loss than at trained dims"
+    if trained and dim not in trained:
+        note += f"; {dim} is not one of them"
+    click.echo(f"wrote {output}: truncate {info['input_dim']} → {info['output_dim']} dims ({note})", err=True)
 
 
 @reduce_group.command("sweep")
