@@ -14,11 +14,11 @@ import click
 
 from cli_options import (
     IN_FILE, MODEL_HELP, TRAIN_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, gpu_option, json_line,
-    parse_columns, parse_where, reduce_options,
+    parse_columns, parse_where, reduce_options, train_options,
 )
 from common.corpus import CorpusSpec
 from embedder.backends import DEFAULT_BACKEND
-from embedder.training_methods import METHODS, POOLINGS, defaults_help
+from embedder.training_methods import METHODS
 from errors import UsageError
 from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, INDEX_TYPES
 
@@ -287,39 +287,30 @@ def report(inputs: tuple[Path, ...], output: Path, title: str) -> None:
 
 @main.command(help=TRAIN_HELP)
 @click.argument("method", type=click.Choice(METHODS))
-@click.option("--train", "train_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Training data file.")
-@click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS pairs scored for checkpoint choice.")
-@click.option("--base", default=None, help="Model to start from: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2).")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model folder to create.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over TRAIN " + defaults_help("epochs") + ".")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Pairs (or triplets) per step; also the in-batch negatives for SimCSE " + defaults_help("batch_size") + ".")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (AdamW, linear warm-up over 10% of steps, then linear decay) " + defaults_help("lr") + ".")
-@click.option("--max-seq-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to this many tokens [default: the base model's].")
-@click.option("--pooling", type=click.Choice(POOLINGS), default=None, help="Sentence pooling [default: the base model's].")
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed for initialisation, shuffling and dropout.")
-@click.option("--eval-steps", type=click.IntRange(min=1), default=None, help="Score --dev every N steps [default: once per epoch].")
-@click.option("--max-score", type=click.FloatRange(min=0, min_open=True), default=None, help="cosent: scores are divided by this [default: the largest score in TRAIN].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUT (only once the new model is complete).")
+@train_options
 def train(
-    method: str, train_path: Path, dev: Path | None, base: str | None, output: Path, epochs: int | None, batch_size: int | None, lr: float | None,
-    max_seq_length: int | None, pooling: str | None, seed: int, eval_steps: int | None, max_score: float | None, overwrite: bool,
+    method: str, train_sets: tuple[str, ...], dev: Path | None, base: str | None, output: Path, epochs: int | None, batch_size: int | None, lr: float | None,
+    max_seq_length: int | None, pooling: str | None, seed: int, eval_steps: int | None, max_score: float | None, sampler: str, matryoshka: str | None,
+    seeds: int, average: bool, search: str | None, trials: int | None, overwrite: bool,
 ) -> None:
     import logging
 
-    from embedder.training import TrainConfig
-    from embedder.training import train as run_training
+    from embedder.training import TrainConfig, parse_dims
+    from embedder.training_runs import RunPlan
+    from simsearch.api import train as run_training
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("simsearch.train").setLevel(logging.INFO)
     config = TrainConfig(
-        method, train_path, output, dev=dev, base=base, epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
-        pooling=pooling, seed=seed, eval_steps=eval_steps, max_score=max_score, overwrite=overwrite,
+        method, train_sets, output, dev=dev, base=base, epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
+        pooling=pooling, seed=seed, eval_steps=eval_steps, max_score=max_score, sampler=sampler,
+        matryoshka=parse_dims(matryoshka) if matryoshka else (), overwrite=overwrite,
     )
-    run_training(config)
+    run_training(config, RunPlan(seeds, average, search, trials))
 
 
 def run_reduction(method: str, model: str, fit: Path | None, spec_options: tuple, output: Path, data: Path | None, split: str, **options) -> None:
-    """`reduce whiten` and `reduce jl`: reduce, save, print what was chosen and guaranteed."""
+    """`reduce whiten|jl|truncate`: reduce, save, print what was chosen and guaranteed."""
     from embedder.reduce_model import ReduceConfig
     from simsearch.api import reduce
 
@@ -331,7 +322,7 @@ def run_reduction(method: str, model: str, fit: Path | None, spec_options: tuple
 
 @main.group(name="reduce", cls=SimsearchGroup)
 def reduce_group() -> None:
-    """Shrink a model's vectors (whitening or JL random projection), saved inside a new model folder."""
+    """Shrink a model's vectors (whitening, JL random projection or truncation), saved inside a new model folder."""
 
 
 @reduce_group.command("whiten")
@@ -358,6 +349,16 @@ def reduce_whiten(model: str, fit: Path, text_column: str, id_column: str | None
 def reduce_jl(model: str, seed: int, fit: Path | None, text_column: str, id_column: str | None, fmt: str | None, output: Path, **options) -> None:
     """Johnson–Lindenstrauss random projection of MODEL: Gaussian N(0, 1/K) matrix from --seed, saved to OUT."""
     run_reduction("jl", model, fit, (text_column, id_column, fmt), output, seed=seed, **options)
+
+
+@reduce_group.command("truncate")
+@click.argument("model")
+@click.option("--dim", type=click.IntRange(min=1), required=True, help="Keep the first K dims (best for a model trained with --matryoshka at K).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the reduced model.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT folder (only once the new one is complete).")
+def reduce_truncate(model: str, dim: int, output: Path, overwrite: bool) -> None:
+    """Truncate MODEL's vectors to their first K dims (a Dense identity slice, then Normalize), saved to OUT."""
+    run_reduction("truncate", model, None, (), output, None, "dev", dim=dim, overwrite=overwrite)
 
 
 @reduce_group.command("sweep")

@@ -9,6 +9,7 @@ import click
 
 from common.corpus import FORMATS
 from embedder.backends import BACKENDS
+from embedder.training_methods import POOLINGS, SAMPLERS, defaults_help
 from errors import SimsearchError, UsageError
 from index.plan import GPU_MODES
 
@@ -85,15 +86,29 @@ METHOD:
   cosent        scored pairs: STS-B (.tsv.gz, train split), SICK, s1/s2/score TSV/CSV,
                 headerless sentence1<TAB>sentence2<TAB>score; graded scores or 0/1 labels.
                 CoSENT ranking loss on cosines, scale 20.
+  angle         the same scored pairs; AnglE: CoSENT (cosine) + AnglELoss (angle) +
+                in-batch negatives among the pairs scored >= 0.8 of the maximum.
   simcse-unsup  unlabeled sentences, one per line (or both columns of a pair file); each
                 sentence twice with dropout as noise, in-batch negatives, temperature 0.05.
   simcse-sup    triplets: JSONL {"query", "pos": [...], "neg": [...]}, a 3-column
                 anchor/positive/negative TSV, or NLI pairs (SICK: ENTAILMENT -> positive,
                 CONTRADICTION -> hard negative of the same premise).
 
+--train may repeat: FILE[:SPLIT][@METHOD] trains on FILE's SPLIT (default train; never
+test) with METHOD (default: the command's), all sets in one run (--sampler picks batches).
+
 With --dev (STS pairs; a file with a split column gives its dev split), the model is
 scored (Spearman) at the start, every --eval-steps (default: each epoch) and at the end,
-and the best checkpoint is the one saved. All input is validated before training starts.
+and the best checkpoint is the one saved. --seeds, --average and --search train several
+runs and keep the best on dev; they resume from .OUT.work/ when run again. All input is
+validated before training starts.
+
+\b
+Examples:
+  simsearch train cosent --train stsb.tsv.gz --train SICK_train.txt@simcse-sup --dev stsb.tsv.gz -o m
+  simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --matryoshka 384,256,128,64 -o m
+  simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --seeds 3 --average -o m
+  simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --search 'lr=3e-5,5e-5 epochs=2,4' -o m
 """
 
 
@@ -125,4 +140,29 @@ def reduce_options(func):
     func = click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS file for --dim auto (Spearman), e.g. STS-B.")(func)
     func = click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the reduced model.")(func)
     func = click.option("--dim", type=DimType(), required=True, help="Output dimension, or 'auto': the smallest sweep dim keeping --target of the full-dim score.")(func)
+    return func
+
+
+def train_options(func):
+    """The options of `simsearch train` (everything but METHOD)."""
+    func = click.option("--overwrite", is_flag=True, help="Replace an existing OUT (only once the new model is complete).")(func)
+    func = click.option("--trials", type=click.IntRange(min=1), default=None, help="With --search: train only this many settings, drawn from the grid by --seed.")(func)
+    func = click.option("--search", default=None, metavar="'KEY=V1,V2 ...'", help="Grid of lr, epochs, batch, seed, pooling, max_seq_length, warmup; the best on --dev is saved.")(func)
+    func = click.option("--average", is_flag=True, help="With --seeds: also average the runs' weights (model soup), kept only if it beats every run on --dev.")(func)
+    func = click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Train N runs (seeds --seed, +1, ...) and keep the best on --dev.")(func)
+    func = click.option("--matryoshka", default=None, metavar="D1,D2,...", help="Also train these output dims (MatryoshkaLoss), e.g. 384,256,128,64; cut later with `reduce truncate`.")(func)
+    func = click.option("--sampler", type=click.Choice(SAMPLERS), default="proportional", show_default=True,
+                  help="Several --train sets: batches drawn in proportion to set size (all rows used), or round-robin (equal turns, stops when one set runs out).")(func)
+    func = click.option("--max-score", type=click.FloatRange(min=0, min_open=True), default=None, help="cosent, angle: scores are divided by this [default: the largest score in TRAIN].")(func)
+    func = click.option("--eval-steps", type=click.IntRange(min=1), default=None, help="Score --dev every N steps [default: once per epoch].")(func)
+    func = click.option("--seed", type=int, default=42, show_default=True, help="Seed for initialisation, shuffling and dropout.")(func)
+    func = click.option("--pooling", type=click.Choice(POOLINGS), default=None, help="Sentence pooling [default: the base model's].")(func)
+    func = click.option("--max-seq-length", type=click.IntRange(min=1), default=None, help="Truncate inputs to this many tokens [default: the base model's].")(func)
+    func = click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (AdamW, linear warm-up over 10% of steps, then linear decay) " + defaults_help("lr") + ".")(func)
+    func = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Pairs (or triplets) per step; also the in-batch negatives for SimCSE " + defaults_help("batch_size") + ".")(func)
+    func = click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over TRAIN " + defaults_help("epochs") + ".")(func)
+    func = click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model folder to create.")(func)
+    func = click.option("--base", default=None, help="Model to start from: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2).")(func)
+    func = click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS pairs scored for checkpoint choice.")(func)
+    func = click.option("--train", "train_sets", multiple=True, required=True, metavar="FILE[:SPLIT][@METHOD]", help="Training data; repeat for several sets.")(func)
     return func

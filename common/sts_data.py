@@ -42,6 +42,12 @@ class StsData:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def distinct(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Each distinct sentence once (so it is encoded once), and the rows of every pair's first and second sentence."""
+        unique = list(dict.fromkeys(self.sentences1 + self.sentences2))
+        row = {s: i for i, s in enumerate(unique)}
+        return unique, np.array([row[s] for s in self.sentences1]), np.array([row[s] for s in self.sentences2])
+
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """Non-blank rows as (line number, fields): TSV split literally, CSV with quoting, JSONL as header + values."""

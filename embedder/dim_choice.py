@@ -16,7 +16,7 @@ from sentence_transformers import SentenceTransformer
 from common.measures import drop_self, exact_knn, pair_cosines, recall_at_k, sts_correlations
 from common.sts_data import StsData
 from embedder.encoding import encode
-from embedder.reduction import LinearMap
+from embedder.reduction import LinearMap, truncation_map
 from errors import DataError
 
 # The issue's sweep list, extended with 16 and 8 so that small models have candidates too.
@@ -60,17 +60,14 @@ class StsMeasure:
         self.full = self(None)
 
     def __call__(self, reduction: LinearMap | None) -> float:
-        return sts_correlations(pair_cosines(_reduced(self.vectors, reduction), self.first, self.second), self.gold).spearman
+        vectors = self.vectors if reduction is None else reduction.transform(self.vectors)
+        return sts_correlations(pair_cosines(vectors, self.first, self.second), self.gold).spearman
 
 
 def sts_measure(model: SentenceTransformer, data: StsData, batch_size: int = 64) -> StsMeasure:
     """Encode each distinct sentence of `data` once (raw model output) for scoring reductions."""
-    unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
-    row = {s: i for i, s in enumerate(unique)}
-    vectors = encode(model, unique, batch_size, normalize=False)
-    first = np.array([row[s] for s in data.sentences1])
-    second = np.array([row[s] for s in data.sentences2])
-    return StsMeasure(vectors, first, second, data.scores)
+    unique, first, second = data.distinct()
+    return StsMeasure(encode(model, unique, batch_size, normalize=False), first, second, data.scores)
 
 
 def _neighbours(vectors: np.ndarray, queries: int, k: int) -> np.ndarray:
@@ -137,7 +134,7 @@ def sweep(
     jl: Callable[[int, int], LinearMap],
     seeds: Sequence[int] = range(5),
 ) -> list[SweepRow]:
-    """Score full dim, then whitening and JL (over `seeds`) at every candidate dim.
+    """Score full dim, then whitening, JL (over `seeds`) and truncation (below full dim) at every candidate dim.
 
     `whitening(k)` returns None where the fit corpus cannot support k dims; that row is left out.
     """
@@ -147,6 +144,8 @@ def sweep(
             rows.append(SweepRow("whiten", k, {m.name: Score(m(white)) for m in measures}))
         projections = [jl(k, seed) for seed in seeds]
         rows.append(SweepRow("jl", k, {m.name: Score.of([m(p) for p in projections]) for m in measures}))
+        if k < model_dim:
+            rows.append(SweepRow("truncate", k, {m.name: Score(m(truncation_map(model_dim, k))) for m in measures}))
     return rows
 
 
@@ -178,17 +177,19 @@ def _cell(score: Score | None, spread: bool) -> str:
 
 
 def format_sweep(rows: Sequence[SweepRow], documents: int) -> str:
-    """The sweep as a text table: per dim, bytes/vector, the JL-guaranteed ε, and each measure for whitening and JL (mean ± std)."""
+    """The sweep as a text table: per dim, bytes/vector, the JL-guaranteed ε, and each measure for whitening, JL (mean ± std) and truncation."""
     from embedder.reduction import jl_epsilon
 
     full, names = rows[0], list(rows[0].scores)
     by_key = {(r.method, r.dim): r for r in rows[1:]}
-    header = f"{'dim':>5} {'bytes/vec':>9} {'JL ε':>6}  " + "  ".join(f"{m + ' ' + n:>20}" for n in names for m in ("whiten", "jl"))
+    methods = ("whiten", "jl", "truncate")
+    header = f"{'dim':>5} {'bytes/vec':>9} {'JL ε':>6}  " + "  ".join(f"{m + ' ' + n:>20}" for n in names for m in methods)
     lines = [header, "-" * len(header)]
-    lines.append(f"{'full':>5} {4 * full.dim:>9} {'-':>6}  " + "  ".join(_cell(full.scores[n], False) + "  " + _cell(None, False) for n in names))
+    blank = "  " + _cell(None, False)
+    lines.append(f"{'full':>5} {4 * full.dim:>9} {'-':>6}  " + "  ".join(_cell(full.scores[n], False) + blank * 2 for n in names))
     for dim in sorted({r.dim for r in rows[1:]}, reverse=True):
-        white, jl = by_key.get(("whiten", dim)), by_key.get(("jl", dim))
+        found = [by_key.get((m, dim)) for m in methods]
         eps = jl_epsilon(documents, dim)
-        cells = [_cell(white.scores[n] if white else None, False) + "  " + _cell(jl.scores[n] if jl else None, True) for n in names]
+        cells = ["  ".join(_cell(row.scores[n] if row else None, m == "jl") for m, row in zip(methods, found)) for n in names]
         lines.append(f"{dim:>5} {4 * dim:>9} {'none' if eps is None else f'{eps:.2f}':>6}  " + "  ".join(cells))
     return "\n".join(lines)

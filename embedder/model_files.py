@@ -17,6 +17,8 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {None, "", "default", "all-MiniLM-L6-v2", DEFAULT_MODEL_NAME}
 # Written by `simsearch reduce` into a reduced model folder.
 REDUCTION_MARKER = "simsearch_reduction.json"
+# Written by `simsearch train` into a trained model folder.
+TRAINING_RECORD = "training.json"
 
 
 def default_model_path() -> Path:
@@ -50,12 +52,23 @@ def model_reference(name: str | None) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-def reduction_of(model_name: str | None) -> dict[str, Any] | None:
-    """The reduction recorded in a model folder's marker file, or None for an unreduced or hub model."""
-    marker = Path(resolve_model(model_name)) / REDUCTION_MARKER
+def _folder_record(model_name: str | None, name: str) -> dict[str, Any] | None:
+    """The JSON object in file `name` of a model folder, or None when the folder (or a hub model) has none."""
+    marker = Path(resolve_model(model_name)) / name
     if not marker.is_file():
         return None
     try:
         return json_object(marker.read_text(encoding="utf-8"), str(marker))
     except UnicodeDecodeError:
         raise DataError(f"{marker}: not valid UTF-8") from None
+
+
+def reduction_of(model_name: str | None) -> dict[str, Any] | None:
+    """The reduction recorded in a model folder's marker file, or None for an unreduced or hub model."""
+    return _folder_record(model_name, REDUCTION_MARKER)
+
+
+def trained_dims(model_name: str | None) -> list[int] | None:
+    """The Matryoshka dims a model was trained at (its training.json), or None when it was not trained with them."""
+    record = _folder_record(model_name, TRAINING_RECORD) or {}
+    return (record.get("hyperparameters") or {}).get("matryoshka_dims")

@@ -1,4 +1,4 @@
-"""The work behind `simsearch reduce whiten|jl|sweep`: fit a reduction for a model, choose k, save the reduced model."""
+"""The work behind `simsearch reduce whiten|jl|truncate|sweep`: fit a reduction for a model, choose k, save the reduced model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from common.atomic import check_target
 from common.corpus import CorpusSpec, scan_corpus
 from embedder.dim_choice import Choice, Measure, RecallMeasure, SweepRow, candidate_dims, choose_dim, sts_measure, sweep
 from embedder.loading import embedding_dim, load_model
-from embedder.model_files import model_reference, reduction_of
+from embedder.model_files import model_reference, reduction_of, trained_dims
 from embedder.reduction import (
     METHODS,
     CorpusEmbeddings,
@@ -25,6 +25,7 @@ from embedder.reduction import (
     jl_map,
     jl_summary,
     save_model,
+    truncation_map,
 )
 from errors import UsageError
 from common.sts_data import StsData
@@ -56,7 +57,7 @@ class ReduceOutcome:
     documents: int | None  # fit corpus size: the N of the JL bound
 
     def summary(self, output: Path) -> list[str]:
-        """What was measured and chosen, what the JL lemma guarantees, and what was written: one line each."""
+        """What was measured and chosen, what is guaranteed (JL) or trained for (Matryoshka), and what was written: one line each."""
         info, choice, method = self.info, self.choice, self.info["method"]
         lines = []
         if choice is not None:
@@ -66,10 +67,19 @@ class ReduceOutcome:
                 lines.append(f"no dim keeps {choice.target:.0%} of it: {output} is the model without reduction ({info['output_dim']} dims)")
             else:
                 lines.append(f"auto chose k={choice.dim} (smallest keeping ≥ {choice.target:.0%})")
-        if method != "none":
+        if method == "truncate":
+            lines.append(self._truncation_note())
+        elif method != "none":
             lines.append(jl_summary(self.documents, info["output_dim"]) if self.documents else "JL lemma: give --fit FILE to see the ε guaranteed for your corpus size")
         lines.append(f"wrote {output}: {method} {info['input_dim']} → {info['output_dim']} dims")
         return lines
+
+    def _truncation_note(self) -> str:
+        """Whether the model was trained to be cut at this dim (Matryoshka) or not."""
+        trained, dim = self.info.get("matryoshka_dims"), self.info["output_dim"]
+        if not trained:
+            return "not trained with --matryoshka: expect a larger loss than at trained dims"
+        return f"trained with Matryoshka at {trained}" + ("" if dim in trained else f"; {dim} is not one of them")
 
 
 def _metric(config: ReduceConfig, fit: CorpusSpec | None, sts: StsData | None) -> str:
@@ -85,8 +95,8 @@ def _metric(config: ReduceConfig, fit: CorpusSpec | None, sts: StsData | None) -
 
 
 def _fit_pass(model: SentenceTransformer, config: ReduceConfig, fit: CorpusSpec | None, keep: int) -> CorpusEmbeddings | None:
-    """Encode the fit corpus: all of it for whitening, only the recall sample for JL."""
-    if fit is None or (config.method == "jl" and keep == 0):
+    """Encode the fit corpus: all of it for whitening, only the recall sample for JL and truncation."""
+    if fit is None or (config.method != "whiten" and keep == 0):
         return None
     return embed_corpus(model, fit, config.batch_size, keep=keep, whole=config.method == "whiten", show_progress=config.show_progress)
 
@@ -94,7 +104,7 @@ def _fit_pass(model: SentenceTransformer, config: ReduceConfig, fit: CorpusSpec 
 def reduce_model(
     model_name: str | None, out: Path, config: ReduceConfig, fit: CorpusSpec | None = None, sts: StsData | None = None
 ) -> ReduceOutcome:
-    """Fit `config.method` on `fit` (whitening) or draw it from the seed (JL), pick k, and save the reduced model to `out`."""
+    """Fit `config.method` on `fit` (whitening), draw it from the seed (JL) or slice (truncation), pick k, and save the reduced model to `out`."""
     if config.method not in METHODS:
         raise UsageError(f"unknown reduction {config.method!r} (expected one of {', '.join(METHODS)})")
     if config.method == "whiten" and fit is None:
@@ -115,9 +125,12 @@ def reduce_model(
         whitening = fit_whitening(fitted.stats)
         make: Callable[[int], LinearMap] = whitening.map
         candidates = [k for k in candidate_dims(model_dim) if k <= whitening.rank]
-    else:
+    elif config.method == "jl":
         make = lambda k: jl_map(model_dim, k, config.seed)  # noqa: E731
         candidates = [k for k in candidate_dims(model_dim) if k < model_dim]  # JL at full dim only adds noise
+    else:
+        make = lambda k: truncation_map(model_dim, k)  # noqa: E731
+        candidates = [k for k in candidate_dims(model_dim) if k < model_dim]
 
     choice = None
     if auto:
@@ -138,6 +151,8 @@ def reduce_model(
         "jl_epsilon": jl_epsilon(documents, dim) if documents and dim else None,
         "chosen_by": choice.as_dict() if choice else None,
     }
+    if config.method == "truncate":
+        info["matryoshka_dims"] = trained_dims(model_name)  # the dims the model was trained to be cut at, if any
     if previous := reduction_of(model_name):
         info["previous"] = previous
     if dim is not None:
@@ -162,7 +177,7 @@ class SweepResult:
 def sweep_model(
     model_name: str | None, fit: CorpusSpec, sts: StsData, seeds: int = 5, batch_size: int = 64, recall_docs: int = 10_000, show_progress: bool | None = None
 ) -> SweepResult:
-    """Whitening (fitted on `fit`) and JL (seeds 0..seeds-1) at every sweep dim: STS Spearman and recall@10 on `fit`."""
+    """Whitening (fitted on `fit`), JL (seeds 0..seeds-1) and truncation at every sweep dim: STS Spearman and recall@10 on `fit`."""
     model = load_model(model_name)
     model_dim = embedding_dim(model)
     fitted = embed_corpus(model, fit, batch_size, keep=recall_docs, show_progress=show_progress)

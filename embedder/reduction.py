@@ -1,4 +1,4 @@
-"""Linear dimension reduction of a model's embeddings: BERT-whitening and JL random projection.
+"""Linear dimension reduction of a model's embeddings: BERT-whitening, JL random projection and truncation.
 
 A reduction is a `LinearMap` y = (x − shift) @ matrix applied to the model's output,
 then L2-normalized. It is saved *inside* the model as a sentence-transformers Dense
@@ -30,7 +30,7 @@ from embedder.loading import embedding_dim
 from embedder.model_files import REDUCTION_MARKER
 from errors import DataError, UsageError
 
-METHODS = ("whiten", "jl")
+METHODS = ("whiten", "jl", "truncate")
 # Embeddings arrive as float32 (relative precision ~1e-7): a direction whose variance is below
 # this fraction of the largest (std below ~1e-5 of it) is rounding noise, and whitening it
 # would blow that noise up to unit variance.
@@ -142,6 +142,12 @@ def jl_map(input_dim: int, k: int, seed: int = 0) -> LinearMap:
     check_dim(k, input_dim)
     rng = np.random.default_rng(seed)
     return LinearMap("jl", rng.normal(0.0, 1.0 / math.sqrt(k), size=(input_dim, k)))
+
+
+def truncation_map(input_dim: int, k: int) -> LinearMap:
+    """Keep the first k coordinates (an identity slice): what a Matryoshka-trained model is made for."""
+    check_dim(k, input_dim)
+    return LinearMap("truncate", np.eye(input_dim, k))
 
 
 def check_dim(k: int, model_dim: int) -> None:

@@ -1,9 +1,10 @@
-"""Fine-tune an encoder with CoSENT or SimCSE on sentence-transformers' trainer, keeping the best dev checkpoint.
+"""Fine-tune an encoder with CoSENT, AnglE or SimCSE on sentence-transformers' trainer, keeping the best dev checkpoint.
 
 This module is configuration, data and evaluation around `SentenceTransformerTrainer`:
-the losses (CoSENTLoss, MultipleNegativesRankingLoss), batch samplers, optimizer,
-schedule and checkpointing are the library's. The output folder is a plain
-sentence-transformers model plus `training.json`, written atomically.
+the losses (embedder.training_losses), batch samplers, multi-dataset samplers, optimizer,
+schedule and checkpointing are the library's. Several training sets, each with its own
+method, train together as the trainer's dict of datasets and dict of losses. The output
+folder is a plain sentence-transformers model plus `training.json`, written atomically.
 """
 
 from __future__ import annotations
@@ -13,35 +14,36 @@ import json
 import logging
 import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-from sentence_transformers.base.sampler import BatchSamplers
-from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
-from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
+from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
+from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 from sentence_transformers.sentence_transformer.modules import Pooling, Transformer, WeightedLayerPooling
 from transformers import PrinterCallback, TrainerCallback
 
-from embedder.loading import load_model
-from embedder.model_files import model_reference
-from embedder.pooling import POOLINGS, make_pooling
-from embedder.training_data import TrainingData, check_pairs, read_training_data
-from embedder.training_methods import METHOD_DEFAULTS, METHODS
-from errors import UsageError
-from common.sts_data import StsData, load_sts
 from common.atomic import atomic_folder, check_target
+from common.progress import wants_progress
+from common.sts_data import StsData, load_sts
+from embedder.dim_choice import sts_measure
+from embedder.loading import embedding_dim, load_model
+from embedder.model_files import TRAINING_RECORD, model_reference
+from embedder.pooling import POOLINGS, make_pooling
+from embedder.reduction import truncation_map
+from embedder.training_data import TrainingData, TrainSet, check_pairs, parse_train_spec, read_training_data
+from embedder.training_losses import describe_loss, make_loss
+from embedder.training_methods import IN_BATCH_METHODS, METHOD_DEFAULTS, METHODS, SAMPLERS, SCORED_METHODS
+from errors import UsageError
 
 log = logging.getLogger("simsearch.train")
 
-TRAINING_JSON = "training.json"
-LOSS_SCALE = 20.0  # CoSENT's scale; for SimCSE the in-batch softmax scale, i.e. temperature 1/20 = 0.05
+TRAINING_JSON = TRAINING_RECORD
 DEV_NAME = "dev"
 DEV_METRIC = f"eval_{DEV_NAME}_spearman_cosine"
 
@@ -50,8 +52,8 @@ DEV_METRIC = f"eval_{DEV_NAME}_spearman_cosine"
 class TrainConfig:
     """Everything that decides a training run; recorded in training.json."""
 
-    method: str
-    train: Path
+    method: str  # the method of every --train set that names none
+    train: Path | str | Sequence[str | Path]  # one or more FILE[:SPLIT][@METHOD]
     output: Path
     dev: Path | None = None
     base: str | None = None  # None: the bundled default model
@@ -64,6 +66,8 @@ class TrainConfig:
     eval_steps: int | None = None  # None: evaluate on dev once per epoch
     max_score: float | None = None  # cosent: divide scores by this; None: by the data's maximum
     warmup_ratio: float = 0.1
+    sampler: str = "proportional"  # how batches are drawn from several --train sets
+    matryoshka: tuple[int, ...] = ()  # train these output dims too (MatryoshkaLoss); () : only the full dim
     overwrite: bool = False
     show_progress: bool | None = None  # None: only on a terminal
 
@@ -101,10 +105,33 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def train_sets(config: TrainConfig) -> list[TrainSet]:
+    """The --train sets of `config`, each parsed and checked (a set naming no method gets `config.method`)."""
+    specs = [config.train] if isinstance(config.train, (str, Path)) else list(config.train)
+    if not specs:
+        raise UsageError("give at least one --train FILE")
+    return [parse_train_spec(spec, config.method) for spec in specs]
+
+
+def parse_dims(text: str) -> tuple[int, ...]:
+    """`--matryoshka 384,256,128` → (384, 256, 128), checked: whole numbers from 1 up, no repeats."""
+    try:
+        dims = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--matryoshka {text!r}: expected comma-separated whole numbers, e.g. 384,256,128,64") from None
+    if any(d < 1 for d in dims) or len(set(dims)) != len(dims):
+        raise UsageError(f"--matryoshka {text!r}: dims must be distinct and at least 1")
+    return dims
+
+
 def check_config(config: TrainConfig) -> None:
     """Reject impossible settings before reading any data."""
     if config.method not in METHODS:
         raise UsageError(f"unknown training method {config.method!r} (expected one of {', '.join(METHODS)})")
+    if config.sampler not in SAMPLERS:
+        raise UsageError(f"unknown --sampler {config.sampler!r} (expected one of {', '.join(SAMPLERS)})")
+    if any(d < 1 for d in config.matryoshka) or len(set(config.matryoshka)) != len(config.matryoshka):
+        raise UsageError(f"--matryoshka dims must be distinct and at least 1, got {list(config.matryoshka)}")
     if config.pooling is not None and config.pooling not in POOLINGS:
         raise UsageError(f"unknown pooling {config.pooling!r} (expected one of {', '.join(POOLINGS)})")
     for name in ("epochs", "batch_size", "max_seq_length", "eval_steps"):
@@ -115,9 +142,11 @@ def check_config(config: TrainConfig) -> None:
         raise UsageError(f"--lr must be positive, got {config.lr}")
     if config.eval_steps is not None and config.dev is None:
         raise UsageError("--eval-steps needs --dev (the data to evaluate on)")
-    for path in (config.train, config.dev):
-        if path is not None and not path.is_file():
-            raise UsageError(f"{path}: no such file")
+    if config.dev is not None and not config.dev.is_file():
+        raise UsageError(f"{config.dev}: no such file")
+    sets = train_sets(config)
+    if config.max_score is not None and not any(s.method in SCORED_METHODS for s in sets):
+        raise UsageError(f"--max-score only applies to {' and '.join(SCORED_METHODS)} sets")
     check_target(config.output, config.overwrite)
 
 
@@ -154,11 +183,30 @@ def build_model(config: TrainConfig) -> SentenceTransformer:
     return SentenceTransformer(modules=[transformer, *make_pooling(config.pooling, transformer), *rest], device=str(model.device))
 
 
-def make_loss(method: str, model: SentenceTransformer) -> torch.nn.Module:
-    """CoSENT for scored pairs; for both SimCSE variants, in-batch-negatives softmax at temperature 0.05."""
-    if method == "cosent":
-        return CoSENTLoss(model, scale=LOSS_SCALE)
-    return MultipleNegativesRankingLoss(model, scale=LOSS_SCALE)
+def check_dims(dims: Sequence[int], model: SentenceTransformer) -> None:
+    """Matryoshka dims must fit in the model's output (checked once the base model is loaded, before training)."""
+    full = embedding_dim(model)
+    if too_big := [d for d in dims if d > full]:
+        raise UsageError(f"--matryoshka {too_big[0]} is larger than the base model's embedding dimension ({full})")
+
+
+def read_sets(sets: Sequence[TrainSet], max_score: float | None) -> list[TrainingData]:
+    """Every set's rows, read and checked in full before any model is loaded (--max-score goes to scored-pair sets)."""
+    return [read_training_data(s.method, s.path, max_score if s.method in SCORED_METHODS else None, s.split) for s in sets]
+
+
+def set_names(sets: Sequence[TrainSet]) -> list[str]:
+    """Distinct dataset names for the trainer's dict of datasets (which become module names, so no dots): 'N-FILENAME_EXT'."""
+    return [f"{i}-{s.path.name.replace('.', '_')}" for i, s in enumerate(sets)]
+
+
+def training_datasets(names: Sequence[str], data: Sequence[TrainingData]):
+    """The trainer's train_dataset: one `datasets.Dataset`, or a dict of them by name for several sets."""
+    from datasets import Dataset
+
+    if len(data) == 1:
+        return Dataset.from_dict(data[0].columns)
+    return {name: Dataset.from_dict(d.columns) for name, d in zip(names, data)}
 
 
 def mixed_precision() -> str:
@@ -168,9 +216,14 @@ def mixed_precision() -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def training_arguments(config: TrainConfig, checkpoints: Path, precision: str, has_dev: bool) -> SentenceTransformerTrainingArguments:
-    """The trainer settings: schedule, seed, precision, and dev evaluation that keeps only the best checkpoint."""
-    show = sys.stderr.isatty() if config.show_progress is None else config.show_progress
+def training_arguments(
+    config: TrainConfig, sets: Sequence[TrainSet], checkpoints: Path, precision: str, has_dev: bool
+) -> SentenceTransformerTrainingArguments:
+    """The trainer settings: schedule, seed, precision, samplers, and dev evaluation that keeps only the best checkpoint.
+
+    Batches hold no repeated text when any set has an in-batch-negatives objective (a repeat would be a false negative).
+    """
+    show = wants_progress(config.show_progress)
     evaluation: dict[str, Any] = {"eval_strategy": "no", "save_strategy": "no"}
     if has_dev:
         evaluation = {
@@ -194,7 +247,8 @@ def training_arguments(config: TrainConfig, checkpoints: Path, precision: str, h
         data_seed=config.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        batch_sampler=BatchSamplers.BATCH_SAMPLER if config.method == "cosent" else BatchSamplers.NO_DUPLICATES,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if any(s.method in IN_BATCH_METHODS for s in sets) else BatchSamplers.BATCH_SAMPLER,
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.ROUND_ROBIN if config.sampler == "round-robin" else MultiDatasetBatchSamplers.PROPORTIONAL,
         logging_steps=0.05,
         logging_first_step=True,
         report_to="none",
@@ -202,6 +256,20 @@ def training_arguments(config: TrainConfig, checkpoints: Path, precision: str, h
         disable_tqdm=not show,
         **evaluation,
     )
+
+
+class StsDevEvaluator(BaseEvaluator):
+    """Dev Spearman for the trainer's checkpoint choice, by the project's one STS measure (the number `eval sts` prints)."""
+
+    def __init__(self, data: StsData, name: str = DEV_NAME) -> None:
+        super().__init__()
+        self.data, self.name = data, name
+        self.primary_metric = "spearman_cosine"
+
+    def __call__(self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        metrics = self.prefix_name_to_metrics({"spearman_cosine": sts_measure(model, self.data).full}, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
 
 
 class DevCurve(TrainerCallback):
@@ -231,18 +299,41 @@ def _name(option: Any) -> str:
     return str(getattr(option, "value", option))
 
 
-def run_record(config: TrainConfig, data: TrainingData, dev: StsData | None, trainer: SentenceTransformerTrainer, curve: DevCurve, precision: str) -> dict[str, Any]:
+def set_record(train_set: TrainSet, name: str, data: TrainingData, loss: torch.nn.Module) -> dict[str, Any]:
+    """One training set as training.json lists it: where it came from, what trained on it, how many rows."""
+    return {
+        "name": name,
+        "path": str(train_set.path.resolve()),
+        "split": train_set.split,
+        "method": train_set.method,
+        "loss": describe_loss(loss),
+        "sha256": file_sha256(train_set.path),
+        "rows": len(data),
+        **data.stats,
+    }
+
+
+def dev_by_dim(model: SentenceTransformer, dev: StsData, dims: Sequence[int]) -> dict[str, float]:
+    """Dev Spearman of the model's output truncated to each dim (then normalized), the full dim included."""
+    measure = sts_measure(model, dev)
+    full = embedding_dim(model)
+    return {str(d): measure(truncation_map(full, d)) if d < full else measure.full for d in sorted({*dims, full}, reverse=True)}
+
+
+def run_record(
+    config: TrainConfig, sets: list[dict[str, Any]], dev: StsData | None, trainer: SentenceTransformerTrainer, curve: DevCurve, precision: str
+) -> dict[str, Any]:
     """The training.json content (without wall times)."""
     state = trainer.state
     trained = [p for p in curve.points if p["step"] > 0]
     best_step = state.best_global_step if dev is not None else None
     losses = [{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e]
     return {
-        "format_version": 1,
+        "format_version": 2,
         "method": config.method,
         "base": model_reference(config.base),
         "data": {
-            "train": {"path": str(config.train.resolve()), "sha256": file_sha256(config.train), "rows": len(data), **data.stats},
+            "train": sets,
             "dev": None if dev is None else {"path": str(config.dev.resolve()), "sha256": file_sha256(config.dev), "pairs": len(dev), "name": dev.name},
         },
         "hyperparameters": {
@@ -252,10 +343,11 @@ def run_record(config: TrainConfig, data: TrainingData, dev: StsData | None, tra
             "warmup_ratio": config.warmup_ratio,
             "max_seq_length": trainer.model.max_seq_length,
             "pooling": config.pooling or "base model's",
-            "max_score": data.stats.get("max_score"),
+            "max_score": config.max_score,
             "eval_steps": config.eval_steps,
-            "loss": f"{type(trainer.loss).__name__}(scale={LOSS_SCALE:g})",
+            "matryoshka_dims": list(config.matryoshka) or None,
             "batch_sampler": _name(trainer.args.batch_sampler),
+            "multi_dataset_sampler": config.sampler if len(sets) > 1 else None,
             "precision": precision,
             "optimizer": _name(trainer.args.optim),
             "scheduler": _name(trainer.args.lr_scheduler_type),
@@ -275,27 +367,32 @@ def run_record(config: TrainConfig, data: TrainingData, dev: StsData | None, tra
 
 def train(config: TrainConfig) -> TrainResult:
     """Validate the inputs, train, and write the best model (by dev Spearman, else the last) to `config.output`."""
-    from datasets import Dataset
-
     started = time.perf_counter()
     check_config(config)
     config = with_method_defaults(config)
-    data = read_training_data(config.method, config.train, config.max_score)
+    sets = train_sets(config)
+    data = read_sets(sets, config.max_score)
     dev = load_dev(config.dev) if config.dev is not None else None
-    log.info(f"{config.method}: {len(data)} training rows from {config.train}" + (f", {len(dev)} dev pairs from {config.dev}" if dev else ""))
+    for train_set, rows in zip(sets, data):
+        log.info(f"{train_set.method}: {len(rows)} training rows from {train_set.spec}")
+    if dev:
+        log.info(f"{len(dev)} dev pairs from {config.dev}")
     model = build_model(config)
+    check_dims(config.matryoshka, model)
+    names = set_names(sets)
+    losses = [make_loss(s.method, model, config.matryoshka) for s in sets]
     precision = mixed_precision()
     evaluator = None
     if dev is not None:
-        evaluator = EmbeddingSimilarityEvaluator(dev.sentences1, dev.sentences2, dev.scores.tolist(), batch_size=64, name=DEV_NAME, write_csv=False)
+        evaluator = StsDevEvaluator(dev)
     curve = DevCurve()
     with atomic_folder(config.output, config.overwrite) as work:
         checkpoints = work / "checkpoints"
         trainer = SentenceTransformerTrainer(
             model=model,
-            args=training_arguments(config, checkpoints, precision, dev is not None),
-            train_dataset=Dataset.from_dict(data.columns),
-            loss=make_loss(config.method, model),
+            args=training_arguments(config, sets, checkpoints, precision, dev is not None),
+            train_dataset=training_datasets(names, data),
+            loss=losses[0] if len(sets) == 1 else dict(zip(names, losses)),
             evaluator=evaluator,
             callbacks=[curve],
         )
@@ -305,7 +402,9 @@ def train(config: TrainConfig) -> TrainResult:
         train_time = time.perf_counter() - train_started
         shutil.rmtree(checkpoints, ignore_errors=True)
         trainer.model.save(str(work))
-        record = run_record(config, data, dev, trainer, curve, precision)
+        record = run_record(config, [set_record(*parts) for parts in zip(sets, names, data, losses)], dev, trainer, curve, precision)
+        if config.matryoshka and dev is not None:
+            record["dev_by_dim"] = dev_by_dim(trainer.model, dev, config.matryoshka)
         record["train_time_s"] = round(train_time, 2)
         record["wall_time_s"] = round(time.perf_counter() - started, 2)
         (work / TRAINING_JSON).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.corpus import CorpusSpec, decoded_lines, json_object
-from embedder.training_methods import METHODS
+from common.sts_data import StsData, load_sts, parse_data_arg
+from embedder.training_methods import METHODS, SCORED_METHODS
 from errors import DataError, UsageError
-from common.sts_data import StsData, load_sts
 
 # NLI files: (premise, hypothesis, label) column names, SICK first.
 _NLI_LAYOUTS = (
@@ -26,6 +26,41 @@ _NLI_LAYOUTS = (
     ("sentence1", "sentence2", "gold_label"),
 )
 _TRIPLET_HEADER = ("anchor", "positive", "negative")
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """One --train set: the file, the split read from files with a split column, and the method that trains on it."""
+
+    path: Path
+    method: str
+    split: str = "train"
+
+    @property
+    def spec(self) -> str:
+        """The set written back as FILE:SPLIT@METHOD, for messages and the record."""
+        return f"{self.path}:{self.split}@{self.method}"
+
+
+def parse_train_spec(spec: str | Path, default_method: str) -> TrainSet:
+    """`FILE[:SPLIT][@METHOD]` (as given to --train) → a checked TrainSet; the split defaults to train, the method to `default_method`.
+
+    A test split is refused: it is kept for reporting, and nothing chosen on it can be reported.
+    """
+    text = str(spec)
+    head, sep, tail = text.rpartition("@")
+    if sep and head and not Path(text).exists():
+        if tail not in METHODS:
+            raise UsageError(f"--train {text}: unknown method {tail!r} (expected one of {', '.join(METHODS)})")
+        text, method = head, tail
+    else:
+        method = default_method
+    path, split = parse_data_arg(text, "train")
+    if not path.is_file():
+        raise UsageError(f"--train {spec}: {path}: no such file")
+    if split is not None and split.lower() == "test":
+        raise UsageError(f"--train {spec}: a test split is never trained on (it is kept for reporting)")
+    return TrainSet(path, method, split or "train")
 
 
 @dataclass(frozen=True)
@@ -48,15 +83,15 @@ def check_pairs(data: StsData, path: Path) -> None:
             raise DataError(f"{path}:{line}: score {data.scores[i]} is not a finite number")
 
 
-def cosent_pairs(path: Path, max_score: float | None = None) -> TrainingData:
+def cosent_pairs(path: Path, max_score: float | None = None, split: str = "train") -> TrainingData:
     """Scored pairs (STS-B, SICK, s1/s2/score, headerless 3 columns, 0/1 labels), scores divided by the maximum.
 
     The maximum is `max_score` when given (every score must be within [0, max_score]),
-    else the largest score in the file. Files with a split column give their train split.
+    else the largest score in the file. Files with a split column give `split`.
     """
     if max_score is not None and not max_score > 0:
         raise UsageError(f"--max-score must be positive, got {max_score}")
-    data = load_sts(path, "train")
+    data = load_sts(path, split)
     check_pairs(data, path)
     top = max_score if max_score is not None else float(data.scores.max())
     for i, line in enumerate(data.lines):
@@ -78,7 +113,7 @@ def _is_plain_text(path: Path) -> bool:
     return "\t" not in first
 
 
-def unsup_sentences(path: Path) -> TrainingData:
+def unsup_sentences(path: Path, split: str = "train") -> TrainingData:
     """Distinct sentences, each as an (anchor, positive) pair with itself: dropout makes the two views differ.
 
     Reads one sentence per line, or both sentence columns of any pair file `load_sts` reads.
@@ -86,7 +121,7 @@ def unsup_sentences(path: Path) -> TrainingData:
     if _is_plain_text(path):
         sentences = [line.strip() for _, line in decoded_lines(path) if line.strip()]
     else:
-        data = load_sts(path, "train")
+        data = load_sts(path, split)
         check_pairs(data, path)
         sentences = data.sentences1 + data.sentences2
     distinct = list(dict.fromkeys(sentences))
@@ -185,14 +220,14 @@ def sup_triplets(path: Path) -> TrainingData:
     return TrainingData({"anchor": anchors, "positive": positives, "negative": negatives}, {**stats, "triplets": len(triplets)})
 
 
-def read_training_data(method: str, path: Path, max_score: float | None = None) -> TrainingData:
+def read_training_data(method: str, path: Path, max_score: float | None = None, split: str = "train") -> TrainingData:
     """The adapter for `method`, run over the whole file (so every row is checked up front)."""
-    if method == "cosent":
-        return cosent_pairs(path, max_score)
+    if method in SCORED_METHODS:
+        return cosent_pairs(path, max_score, split)
     if max_score is not None:
-        raise UsageError(f"--max-score only applies to cosent, not {method}")
+        raise UsageError(f"--max-score only applies to {' and '.join(SCORED_METHODS)}, not {method}")
     if method == "simcse-unsup":
-        return unsup_sentences(path)
+        return unsup_sentences(path, split)
     if method == "simcse-sup":
         return sup_triplets(path)
     raise UsageError(f"unknown training method {method!r} (expected one of {', '.join(METHODS)})")

@@ -29,7 +29,7 @@ def plot_sts_scatter(runs: Sequence[StsRun], out: Path, title: str = "") -> None
 
 
 def plot_sweep(rows: Sequence[dict], out: Path, title: str = "") -> Path:
-    """Score vs kept dimensions: one panel per measure, whitening and JL (± std over seeds), full dim dotted.
+    """Score vs kept dimensions: one panel per measure, whitening, JL (± std over seeds) and truncation, full dim dotted.
 
     Rows as `simsearch reduce sweep --json` prints them: {"method", "dim", MEASURE: {"mean", "std"}, ...};
     the row with method "full" is the unreduced model.
@@ -38,7 +38,7 @@ def plot_sweep(rows: Sequence[dict], out: Path, title: str = "") -> Path:
     names = [k for k, v in full.items() if isinstance(v, dict)]
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for method, style in (("whiten", "o-"), ("jl", "s--")):
+        for method, style in (("whiten", "o-"), ("jl", "s--"), ("truncate", "^-.")):
             chosen = sorted((r for r in rows if r["method"] == method), key=lambda r: r["dim"])
             if chosen:
                 ax.errorbar([r["dim"] for r in chosen], [r[name]["mean"] for r in chosen], yerr=[r[name]["std"] for r in chosen], fmt=style, capsize=3, label=method)

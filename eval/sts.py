@@ -37,10 +37,8 @@ class StsReport:
 
 def cosine_scores(encoder: Encoder, data: StsData, batch_size: int = 64) -> np.ndarray:
     """Cosine similarity of each pair; every distinct sentence is encoded once."""
-    unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
-    position = {s: i for i, s in enumerate(unique)}
-    vectors = encoder.encode(unique, batch_size)
-    return pair_cosines(vectors, np.array([position[s] for s in data.sentences1]), np.array([position[s] for s in data.sentences2]))
+    unique, first, second = data.distinct()
+    return pair_cosines(encoder.encode(unique, batch_size), first, second)
 
 
 def run_sts(encoder: Encoder, data: StsData, batch_size: int = 64) -> StsRun:

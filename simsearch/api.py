@@ -174,11 +174,11 @@ def report(inputs: Sequence[PathLike], output: PathLike, title: str = "Results")
     return write_report([Path(p) for p in inputs], Path(output), title)
 
 
-def train(config: Any):
-    """Fine-tune an encoder (an `embedder.training.TrainConfig`) and save it."""
-    from embedder.training import train as run_training
+def train(config: Any, plan: Any = None):
+    """Fine-tune an encoder (an `embedder.training.TrainConfig`; `plan`: seeds, soup or search) and save the chosen model."""
+    from embedder.training_runs import RunPlan, run_plan
 
-    return run_training(config)
+    return run_plan(config, plan or RunPlan())
 
 
 def reduce(

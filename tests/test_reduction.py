@@ -242,5 +242,5 @@ def test_cli_sweep_prints_table_json_and_plot(tiny_model_dir, fit_file, sts_file
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads(run("reduce", "sweep", tiny_model_dir, "--fit", fit_file, "--data", sts_file, "--seeds", "2", "--json").stdout)["rows"]
     # whitening stops at the fit's rank (31): there is no 32-dim whitening row
-    assert [(r["method"], r["dim"]) for r in rows] == [("full", 32), ("jl", 32), ("whiten", 16), ("jl", 16), ("whiten", 8), ("jl", 8)]
+    assert [(r["method"], r["dim"]) for r in rows] == [("full", 32), ("jl", 32), ("whiten", 16), ("jl", 16), ("truncate", 16), ("whiten", 8), ("jl", 8), ("truncate", 8)]
     assert rows[0]["recall@10"]["mean"] == 1.0 and rows[1]["spearman"]["std"] > 0

@@ -113,9 +113,10 @@ def test_dev_curve_best_checkpoint_and_training_json(tmp_path, tiny_model_dir, t
     dev = load_sts(tiny_data["cosent"], "dev")
     again = EmbeddingSimilarityEvaluator(dev.sentences1, dev.sentences2, dev.scores.tolist(), batch_size=64, name="dev")(SentenceTransformer(str(result.output), device="cpu"))
     assert again["dev_spearman_cosine"] == pytest.approx(record["final_dev_spearman"], abs=1e-4)
-    assert record["data"]["train"]["sha256"] == file_sha256(tiny_data["cosent"])
-    assert record["data"]["train"]["rows"] == 96 and record["data"]["train"]["max_score"] == 5
-    assert {"epochs": 3, "batch_size": 8, "lr": 1e-3, "loss": "CoSENTLoss(scale=20)"}.items() <= record["hyperparameters"].items()
+    [train_set] = record["data"]["train"]
+    assert train_set["sha256"] == file_sha256(tiny_data["cosent"]) and train_set["split"] == "train"
+    assert train_set["rows"] == 96 and train_set["max_score"] == 5 and train_set["loss"] == "CoSENTLoss(scale=20)"
+    assert {"epochs": 3, "batch_size": 8, "lr": 1e-3, "matryoshka_dims": None}.items() <= record["hyperparameters"].items()
     assert record["seed"] == 42 and record["versions"]["sentence-transformers"] and record["wall_time_s"] > 0
     assert not (result.output / "checkpoints").exists()
 
@@ -271,3 +272,223 @@ def test_cli_train_writes_a_model_folder_and_reports_bad_rows(tmp_path, tiny_mod
     bad = CliRunner().invoke(main, ["train", "cosent", "--train", str(tmp_path / "bad.tsv"), "-o", str(tmp_path / "m2")])
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert bad.stderr.strip().splitlines()[-1] == f"Error: {tmp_path / 'bad.tsv'}:2: expected at least 3 fields, found 2"
+
+
+# --- AnglE, several sets, Matryoshka (issue 16) -------------------------------------------------
+
+
+def test_angle_loss_is_cosent_plus_angle_plus_in_batch_over_positive_pairs(tiny_model):
+    from sentence_transformers.sentence_transformer.losses import AnglELoss, CoSENTLoss, MultipleNegativesRankingLoss
+
+    from embedder.training_losses import IN_BATCH_POSITIVE
+
+    first = ["a man is playing guitar", "the dog sleeps", "stocks fell today", "a red car is fast"]
+    second = ["a man is playing piano", "the cat sleeps", "stocks rose today", "the blue train is slow"]
+    labels = torch.tensor([0.9, 0.8, 0.5, 0.0])
+    tiny_model.eval()
+    with torch.no_grad():
+        features = [tiny_model.preprocess(first), tiny_model.preprocess(second)]
+        total = float(make_loss("angle", tiny_model)(features, labels))
+        cosine = float(CoSENTLoss(tiny_model)(features, labels))
+        angle = float(AnglELoss(tiny_model)(features, labels))
+        positives = labels >= IN_BATCH_POSITIVE
+        in_batch = float(MultipleNegativesRankingLoss(tiny_model)([tiny_model.preprocess(first[:2]), tiny_model.preprocess(second[:2])], None))
+    assert positives.tolist() == [True, True, False, False]
+    assert total == pytest.approx(cosine + angle + in_batch, rel=1e-5)
+    assert min(cosine, angle, in_batch) > 0
+
+
+def test_angle_trains_and_loads_with_plain_sentence_transformers(tmp_path, tiny_model_dir, tiny_data):
+    before = data_loss(SentenceTransformer(str(tiny_model_dir), device="cpu"), "angle", tiny_data["cosent"])
+    result = train(tiny_config(tmp_path, tiny_model_dir, "angle", tiny_data["cosent"]))
+    loaded = SentenceTransformer(str(result.output), device="cpu")
+    assert data_loss(loaded, "angle", tiny_data["cosent"]) < before * 0.9
+    texts = ["a man is playing guitar", "stocks fell"]
+    np.testing.assert_array_equal(loaded.encode(texts), result.model.encode(texts))
+    [train_set] = result.record["data"]["train"]
+    assert train_set["loss"] == "CoSENTLoss(scale=20) + AnglELoss(scale=20) + MultipleNegativesRankingLoss(scale=20) on pairs scored >= 0.8"
+    assert result.record["hyperparameters"]["batch_sampler"] == "no_duplicates"
+
+
+@pytest.mark.parametrize(("sampler", "steps_per_epoch"), [("proportional", 12 + 8), ("round-robin", 2 * 8)])
+def test_several_sets_train_together_and_training_json_lists_each(sampler, steps_per_epoch, tmp_path, tiny_model_dir, tiny_data):
+    sets = [str(tiny_data["cosent"]), f"{tiny_data['simcse-sup']}@simcse-sup"]
+    result = train(tiny_config(tmp_path, tiny_model_dir, "cosent", sets, epochs=1, sampler=sampler))
+    record = json.loads((result.output / TRAINING_JSON).read_text())
+    assert [(s["method"], s["rows"], s["sha256"]) for s in record["data"]["train"]] == [
+        ("cosent", 96, file_sha256(tiny_data["cosent"])),
+        ("simcse-sup", 64, file_sha256(tiny_data["simcse-sup"])),
+    ]
+    assert [s["loss"] for s in record["data"]["train"]] == ["CoSENTLoss(scale=20)", "MultipleNegativesRankingLoss(scale=20)"]
+    # proportional uses every batch of both sets (12 + 8); round-robin alternates until the smaller set (8 batches) runs out
+    assert record["steps"] == steps_per_epoch and record["hyperparameters"]["multi_dataset_sampler"] == sampler
+    assert SentenceTransformer(str(result.output), device="cpu").encode(["a dog"]).shape == (1, 32)
+
+
+def test_train_specs_and_matryoshka_dims_are_checked_before_training(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
+    import embedder.training
+    from embedder.training_data import TrainSet, parse_train_spec
+
+    stsb = require(DATA / "stsb-en" / "stsbenchmark.tsv.gz")
+    assert parse_train_spec(f"{stsb}:dev@angle", "cosent") == TrainSet(stsb, "angle", "dev")
+    assert parse_train_spec(stsb, "cosent") == TrainSet(stsb, "cosent", "train")
+    for spec, message in [
+        (f"{stsb}:test", "a test split is never trained on"),
+        (f"{tiny_data['cosent']}@mnrl", "unknown method 'mnrl'"),
+        (f"{tmp_path / 'missing.tsv'}@cosent", "missing.tsv: no such file"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            train(TrainConfig("cosent", [str(tiny_data["cosent"]), spec], tmp_path / "out"))
+    monkeypatch.setattr(embedder.training, "SentenceTransformerTrainer", lambda **kwargs: pytest.fail("training started"))
+    with pytest.raises(UsageError, match=r"--matryoshka 64 is larger than the base model's embedding dimension \(32\)"):
+        train(tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], matryoshka=(64, 16)))
+    assert not (tmp_path / "cosent").exists()
+
+
+def test_matryoshka_model_truncates_to_its_trained_dims(tmp_path, tiny_model_dir, tiny_data):
+    from common.sts_data import load_sts
+    from embedder.training_runs import dev_score
+    from embedder.model_files import REDUCTION_MARKER
+
+    config = tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], dev=tiny_data["cosent"], epochs=2, matryoshka=(32, 16, 8))
+    result = train(config)
+    record = result.record
+    assert record["hyperparameters"]["matryoshka_dims"] == [32, 16, 8]
+    assert record["data"]["train"][0]["loss"] == "MatryoshkaLoss(CoSENTLoss(scale=20), dims=[32, 16, 8])"
+    assert list(record["dev_by_dim"]) == ["32", "16", "8"]
+    out = tmp_path / "m8"
+    cli = CliRunner().invoke(main, ["reduce", "truncate", str(result.output), "--dim", "8", "-o", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert "trained with Matryoshka at [32, 16, 8]" in cli.stderr
+    texts = ["a man is playing guitar", "the cat runs in the park", "stocks fell today"]
+    cut = SentenceTransformer(str(out), device="cpu").encode(texts)
+    full = result.model.encode(texts)
+    expected = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
+    assert cut.shape == (3, 8)
+    np.testing.assert_allclose(cut, expected, atol=1e-5)
+    info = json.loads((out / REDUCTION_MARKER).read_text())
+    assert (info["method"], info["input_dim"], info["output_dim"], info["matryoshka_dims"]) == ("truncate", 32, 8, [32, 16, 8])
+    # the truncated model scores on dev what training recorded for dim 8
+    dev = load_sts(tiny_data["cosent"], "dev")
+    assert dev_score(SentenceTransformer(str(out), device="cpu"), dev) == pytest.approx(record["dev_by_dim"]["8"], abs=1e-4)
+
+
+# --- several runs: seeds and soup, search -------------------------------------------------------
+
+
+def test_average_weights_is_the_mean_of_each_weight(tiny_model_dir):
+    from embedder.training_runs import average_weights
+
+    models = [SentenceTransformer(str(tiny_model_dir), device="cpu") for _ in range(3)]
+    for i, model in enumerate(models):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(float(i))
+    soup = average_weights(models)
+    for name, value in soup.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, models[1].state_dict()[name])  # (x + 0 + x + 1 + x + 2) / 3 = x + 1
+    assert soup is not models[0] and not torch.equal(next(models[0].parameters()), next(soup.parameters()))
+
+
+def test_seeds_with_average_keeps_the_soup_only_if_it_beats_every_run(tmp_path, tiny_model_dir, tiny_data):
+    from common.sts_data import load_sts
+    from embedder.training_runs import RunPlan, dev_score, run_plan, work_folder
+
+    config = tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], dev=tiny_data["cosent"], epochs=1)
+    result = run_plan(config, RunPlan(seeds=2, average=True))
+    record = json.loads((result.output / TRAINING_JSON).read_text())
+    runs, soup = record["runs"], record["soup"]
+    assert [r["seed"] for r in runs] == [42, 43] and soup["seeds"] == [42, 43]
+    best = max(r["dev_spearman"] for r in runs)
+    assert soup["kept"] == (soup["dev_spearman"] > best)
+    assert record["final_dev_spearman"] == max(best, soup["dev_spearman"])
+    assert record["chosen"] == ("soup" if soup["kept"] else f"seed {max(runs, key=lambda r: r['dev_spearman'])['seed']}")
+    saved = SentenceTransformer(str(result.output), device="cpu")
+    assert dev_score(saved, load_sts(tiny_data["cosent"], "dev")) == pytest.approx(record["final_dev_spearman"], abs=1e-6)
+    assert not work_folder(result.output).exists()
+
+
+@pytest.fixture
+def split_file(tmp_path) -> Path:
+    """An s1/s2/score/split file whose test rows all end in '?' (no train or dev row does)."""
+    rng = random.Random(1)
+    lines = ["s1	s2	score	split"]
+    for split, n in (("train", 48), ("dev", 24), ("test", 24)):
+        for _ in range(n):
+            words = tiny_sentence(rng).split()
+            kept = rng.randint(0, 5)
+            mark = " ?" if split == "test" else ""
+            lines.append(f"{' '.join(words)}{mark}	{' '.join(words[:kept] + tiny_sentence(rng, 5 - kept).split())}{mark}	{kept}	{split}")
+    path = tmp_path / "sts.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_search_picks_by_dev_never_reads_test_and_resumes(tmp_path, tiny_model_dir, split_file, monkeypatch):
+    import common.sts_data
+    import embedder.training
+    import embedder.training_runs
+    from conftest import crash_on_call
+    from embedder.training_runs import RunPlan, run_plan, work_folder
+
+    splits_read, texts_seen = [], set()
+    real_load, real_datasets = common.sts_data.load_sts, embedder.training.training_datasets
+
+    def spy_load(path, split="test", columns=None):
+        splits_read.append(split)
+        return real_load(path, split, columns)
+
+    def spy_datasets(names, data):
+        for d in data:
+            texts_seen.update(t for name, column in d.columns.items() if name != "score" for t in column)
+        return real_datasets(names, data)
+
+    for module in ("common.sts_data", "embedder.training", "embedder.training_data"):
+        monkeypatch.setattr(f"{module}.load_sts", spy_load)
+    monkeypatch.setattr(embedder.training, "training_datasets", spy_datasets)
+    config = tiny_config(tmp_path, tiny_model_dir, "cosent", split_file, dev=split_file, epochs=1)
+    plan = RunPlan(search="lr=1e-4,3e-3,1e-6 batch=8", trials=None)
+    calls = crash_on_call(monkeypatch, embedder.training_runs, "train", 3)  # dies in the third trial
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_plan(config, plan)
+    assert len((work_folder(config.output) / "results.jsonl").read_text().splitlines()) == 2 and not config.output.exists()
+    result = run_plan(config, plan)
+    assert calls["n"] == 4  # the rerun trained only the unfinished trial
+    trials = result.record["search"]["trials"]
+    assert [t["trial"] for t in trials] == ["lr=0.0001 batch_size=8", "lr=0.003 batch_size=8", "lr=1e-06 batch_size=8"]
+    best = max(trials, key=lambda t: t["dev_spearman"])
+    assert result.record["search"]["chosen"] == best["trial"] and result.record["final_dev_spearman"] == best["dev_spearman"]
+    assert result.record["hyperparameters"]["lr"] == best["settings"]["lr"]
+    assert len({t["dev_spearman"] for t in trials}) == 3
+    # the trainer saw only train rows, the selection only dev rows; nothing read the test split
+    assert texts_seen and not any(t.endswith("?") for t in texts_seen)
+    assert set(splits_read) == {"train", "dev"}
+    assert not work_folder(config.output).exists()
+
+
+def test_run_plans_that_cannot_work_fail_before_training(tmp_path, tiny_data):
+    from embedder.training_runs import RunPlan, parse_grid, run_plan
+
+    config = TrainConfig("cosent", tiny_data["cosent"], tmp_path / "out")
+    for plan, message in [
+        (RunPlan(seeds=2), "--seeds needs --dev"),
+        (RunPlan(search="lr=1e-5"), "--search needs --dev"),
+        (RunPlan(average=True), "--average needs --seeds 2 or more"),
+        (RunPlan(trials=2), "--trials needs --search"),
+        (RunPlan(seeds=2, search="lr=1e-5"), "cannot be combined"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            run_plan(config, plan)
+    assert parse_grid("lr=1e-5,3e-5 epochs=2,4") == [
+        {"lr": 1e-5, "epochs": 2}, {"lr": 1e-5, "epochs": 4}, {"lr": 3e-5, "epochs": 2}, {"lr": 3e-5, "epochs": 4}
+    ]
+    for spec, message in [("lr=fast", "'fast' is not a float"), ("depth=3", "unknown setting 'depth'"), ("lr", "expected KEY=V1,V2"), ("epochs=0", "--epochs must be at least 1")]:
+        with pytest.raises(UsageError, match=message):
+            run_plan(replace_dev(config, tiny_data), RunPlan(search=spec))
+
+
+def replace_dev(config: TrainConfig, tiny_data) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(config, dev=tiny_data["cosent"])
