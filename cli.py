@@ -21,6 +21,7 @@ from embedder.backends import DEFAULT_BACKEND
 from embedder.training_methods import METHODS
 from errors import UsageError
 from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, INDEX_TYPES
+from server.command import serve
 
 
 @click.group(cls=SimsearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -391,6 +392,8 @@ def reduce_sweep(
     if plot is not None:
         click.echo(f"wrote {plot}", err=True)
 
+
+main.add_command(serve)  # `simsearch serve`: its options live beside the server (server/command.py)
 
 if __name__ == "__main__":
     main()

@@ -63,6 +63,11 @@ class DocStore:
         )
         return [row[0] for row in rows]
 
+    def metadata_fields(self) -> list[str]:
+        """Every top-level metadata field name used by some document (what a `where` filter can name)."""
+        rows = self._db.execute("SELECT DISTINCT j.key FROM docs, json_each(docs.metadata) AS j WHERE docs.metadata IS NOT NULL ORDER BY 1")
+        return [row[0] for row in rows]
+
     def get(self, ids: Sequence[int]) -> dict[int, tuple[str, dict[str, Any]]]:
         """Text and metadata for each id that exists."""
         found: dict[int, tuple[str, dict[str, Any]]] = {}

@@ -1,0 +1,163 @@
+"""Micro-batching: concurrent encode/search requests share one encoder call and one FAISS search per group.
+
+One worker per encoder takes queued requests in arrival order, at most `max_batch`
+texts at a time, and runs them in a thread. It never waits when only one request
+is queued (a lone client pays no batching delay); while others are queued it may
+wait up to `max_wait` from the oldest request's arrival for the batch to fill.
+A batch that raises or exceeds `timeout` fails only its own requests (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.encoder import Encoder
+from index.search import Hit, SearchIndex, Where
+from server.metrics import Metrics
+
+log = logging.getLogger("simsearch.serve")
+
+ENCODE_BATCH = 64  # sentences per forward pass inside one batch
+
+
+class BatchFailed(Exception):
+    """The batch this request was in failed or timed out; the service itself keeps running."""
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What to search once a request's texts are embedded: the index snapshot taken at arrival, k, filter."""
+
+    index: SearchIndex
+    k: int
+    where: Where | None
+
+    def group(self) -> tuple[int, int, tuple[tuple[str, str], ...]]:
+        """Requests with equal groups are answered by one FAISS call."""
+        return id(self.index), self.k, tuple(sorted((self.where or {}).items()))
+
+
+@dataclass
+class Job:
+    texts: list[str]
+    search: SearchSpec | None
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Queue + one worker for one encoder; `encode` and `search` return this request's share of a batch."""
+
+    def __init__(self, encoder: Encoder, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
+        self.encoder = encoder
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+        self._pending: deque[Job] = deque()
+        self._arrived = asyncio.Event()
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="batch")  # spare threads outlive a stuck batch
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run_forever())
+
+    async def stop(self) -> None:
+        """Stop the worker (after the server has finished its in-flight requests) and let threads finish."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return await self._submit(list(texts), None)
+
+    async def search(self, texts: Sequence[str], spec: SearchSpec) -> list[list[Hit]]:
+        return await self._submit(list(texts), spec)
+
+    async def _submit(self, texts: list[str], spec: SearchSpec | None) -> Any:
+        job = Job(texts, spec, asyncio.get_running_loop().create_future())
+        self._pending.append(job)
+        self._arrived.set()
+        return await job.future  # a cancelled request cancels only its own future; the worker skips it
+
+    async def _next_batch(self) -> list[Job]:
+        """The oldest jobs that fit in `max_batch` texts; waits for companions only while more are queued."""
+        while not self._pending:
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch = [self._pending.popleft()]
+        size = len(batch[0].texts)
+        deadline = batch[0].queued + self.max_wait_s
+        while size < self.max_batch:
+            if not self._pending:
+                remaining = deadline - time.perf_counter()
+                if len(batch) == 1 or remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                continue
+            if size + len(self._pending[0].texts) > self.max_batch:
+                break
+            job = self._pending.popleft()
+            batch.append(job)
+            size += len(job.texts)
+        return [job for job in batch if not job.future.done()]
+
+    async def _run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            for job in batch:
+                self.metrics.queue_wait.observe(started - job.queued)
+            self.metrics.batch_texts.observe(sum(len(job.texts) for job in batch))
+            self.metrics.batch_requests.observe(len(batch))
+            try:
+                results = await asyncio.wait_for(loop.run_in_executor(self._threads, self._compute, batch), self.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any failure of this batch is answered, then the worker goes on
+                reason = f"timed out after {self.timeout_s:g} s" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+                log.error("batch of %d request(s) failed: %s", len(batch), reason)
+                self.metrics.failed_batches.inc()
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(BatchFailed(f"the encoder batch failed ({reason}); retry"))
+                continue
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            for job, result in zip(batch, results):
+                if not job.future.done():
+                    job.future.set_result(result)
+
+    def _compute(self, batch: list[Job]) -> list[Any]:
+        """In a thread: one encoder call for every text of the batch, then one search per (index, k, where) group."""
+        vectors = self.encoder.encode([text for job in batch for text in job.texts], ENCODE_BATCH, show_progress=False)
+        bounds = np.cumsum([0] + [len(job.texts) for job in batch])
+        results: list[Any] = [vectors[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+        groups: dict[tuple, list[int]] = {}
+        for position, job in enumerate(batch):
+            if job.search is not None:
+                groups.setdefault(job.search.group(), []).append(position)
+        for positions in groups.values():
+            spec = batch[positions[0]].search
+            hits = spec.index.search_vectors(np.concatenate([results[p] for p in positions]), spec.k, spec.where)
+            for p in positions:
+                results[p], hits = hits[: len(batch[p].texts)], hits[len(batch[p].texts) :]
+        return results

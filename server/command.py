@@ -1,0 +1,46 @@
+"""The `simsearch serve` click command: parse options into a `ServeConfig` and call `server.service.run` (light import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from errors import UsageError
+from server.config import API_KEY_ENV, MAX_K, ServeConfig, read_api_key
+
+
+def parse_size(text: str) -> int:
+    """--max-body: bytes, or a size like 1M / 512K / 1MiB."""
+    from index.plan import parse_memory
+
+    try:
+        return parse_memory(text)
+    except UsageError:
+        raise UsageError(f"--max-body {text!r}: expected a size like 1M, 512K or 1048576 (bytes)") from None
+
+
+@click.command(name="serve")
+@click.argument("folders", metavar="DIR...", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; a non-loopback one needs an API key or --insecure.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one, printed at start).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True, help="Most texts per micro-batch (1: batching off).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Longest a request waits for others to join its batch; never waits when the queue is idle.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"File holding the API key (else ${API_KEY_ENV}). With a key every endpoint but /healthz needs 'Authorization: Bearer KEY' and write endpoints are enabled.")
+@click.option("--workers-threads", "worker_threads", type=click.IntRange(min=1), default=None, help="torch/FAISS threads for encoding and search [default: all cores].")
+@click.option("--max-body", default="1M", show_default=True, help="Largest request body (413 beyond).")
+@click.option("--max-queries", type=click.IntRange(min=1), default=256, show_default=True, help="Most texts (queries, inputs, documents) per request.")
+@click.option("--max-text-chars", type=click.IntRange(min=1), default=10_000, show_default=True, help="Longest text in characters.")
+@click.option("--batch-timeout", "batch_timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Seconds before a slow encoder batch fails its requests with 503.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
+def serve(folders: tuple[Path, ...], api_key_file: Path | None, max_body: str, **options) -> None:
+    """Serve index folders DIR... over HTTP: search, encode, OpenAI-compatible embeddings, document updates (docs/serving.md)."""
+    from server.config import check_config
+    from server.service import run
+
+    config = ServeConfig(folders=folders, api_key=read_api_key(api_key_file), max_body=parse_size(max_body), max_k=MAX_K, **options)
+    check_config(config)  # before any model loads: a refused host fails in a second
+    run(config)

@@ -1,0 +1,83 @@
+"""The served indexes: name → loaded `SearchIndex`, one shared encoder per model, atomic reloads."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.encoder import Encoder
+from index.manifest import MANIFEST_NAME, Manifest
+from index.search import SearchIndex
+from simsearch.api import index_encoder, open_index
+
+log = logging.getLogger("simsearch.serve")
+
+EncoderKey = tuple[str, str]  # (model reference, backend): indexes with the same key share one encoder
+Stamp = tuple[int, int, int]
+
+
+def manifest_stamp(folder: Path) -> Stamp | None:
+    """(inode, mtime_ns, size) of the manifest: an atomic swap or rewrite changes it; None while the folder is missing."""
+    try:
+        stat = (folder / MANIFEST_NAME).stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded index: what a search reads. Replaced whole on reload, never changed in place."""
+
+    name: str
+    folder: Path
+    index: SearchIndex
+    encoder_key: EncoderKey
+    fields: frozenset[str]
+    stamp: Stamp | None
+    loaded_at: float
+
+
+class Registry:
+    """Index folders served by name; a reload loads the new folder completely, then swaps one reference."""
+
+    def __init__(self, make_encoder: Callable[[Manifest], Encoder] = index_encoder) -> None:
+        self._make_encoder = make_encoder
+        self.encoders: dict[EncoderKey, Encoder] = {}
+        self.entries: dict[str, Served] = {}
+
+    @classmethod
+    def load(cls, folders: Sequence[Path], make_encoder: Callable[[Manifest], Encoder] = index_encoder) -> Registry:
+        """Load every folder (in order: the first one answers `/search`), sharing encoders between equal models."""
+        registry = cls(make_encoder)
+        for folder in folders:
+            registry.reload(folder.name, Path(folder))
+        return registry
+
+    def encoder_for(self, manifest: Manifest) -> tuple[EncoderKey, Encoder]:
+        """The shared encoder of a manifest's model and backend, loaded on first use."""
+        key = (manifest.model, manifest.backend)
+        if key not in self.encoders:
+            self.encoders[key] = self._make_encoder(manifest)
+        return key, self.encoders[key]
+
+    def reload(self, name: str, folder: Path | None = None) -> Served:
+        """Load the folder as it is now and swap it in; until this returns, searches use the previous one."""
+        folder = folder or self.entries[name].folder
+        stamp = manifest_stamp(folder)
+        key, encoder = self.encoder_for(Manifest.read(folder))
+        index = open_index(folder, encoder=encoder)
+        served = Served(name, folder, index, key, frozenset(index.store.metadata_fields()), stamp, time.time())
+        self.entries[name] = served  # one reference assignment: atomic for every reader
+        log.info("loaded %s (%d documents) from %s", name, index.manifest.document_count, folder)
+        return served
+
+    def stale(self) -> list[str]:
+        """Names whose manifest changed on disk since they were loaded (and whose folder is there now)."""
+        return [name for name, served in self.entries.items() if (now := manifest_stamp(served.folder)) is not None and now != served.stamp]
+
+    def first(self) -> Served:
+        return next(iter(self.entries.values()))

@@ -1,0 +1,65 @@
+"""Start the service: check the config, load indexes and models, bind, serve until SIGTERM/SIGINT, exit cleanly."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+from server.config import ServeConfig, check_config
+
+GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish after SIGTERM/SIGINT
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: a free one), so the real address can be printed before serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from errors import UsageError
+
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def set_threads(threads: int | None) -> None:
+    """--workers-threads: torch and FAISS (OpenMP) threads for encoder calls and searches."""
+    if threads is not None:
+        import faiss
+        import torch
+
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+
+
+def run(config: ServeConfig) -> None:
+    """Serve `config.folders` until SIGTERM/SIGINT; in-flight requests finish first, then it returns (exit 0)."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.registry import Registry
+
+    check_config(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    set_threads(config.worker_threads)
+    registry = Registry.load(config.folders)
+    app = create_app(config, registry)
+    sock = bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {', '.join(registry.entries)} on http://{shown}:{port} (docs at /docs)", file=sys.stderr, flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on")
+    )
+    # uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown; with these handlers that ends in a normal return.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    server.run(sockets=[sock])
+    print("stopped", file=sys.stderr, flush=True)

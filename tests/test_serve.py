@@ -1,0 +1,381 @@
+"""`simsearch serve`: a real uvicorn server on 127.0.0.1 (in a thread, or a subprocess for signals) and real HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from click.testing import CliRunner
+
+from cli import main
+from common.corpus import CorpusSpec
+from index import BuildConfig
+from index.search import load_index
+from server.app import create_app
+from server.config import ServeConfig
+from server.registry import Registry
+from server.service import bind
+from simsearch import api
+from simsearch.api import index_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "test-key-0123456789"
+SENTENCES = [
+    "a man is playing guitar", "a woman is playing piano", "the dog sleeps on the sofa", "the cat runs in the park",
+    "stocks fell today", "stocks rose today", "rain in the city", "a red car is fast", "the blue train is slow",
+    "a big green dog", "a small cat is eating food", "the man is eating bread", "the sun is big", "a slow red train",
+]
+QUERIES = ["a dog on the sofa", "stocks today", "a fast car", "the man eating", "piano and guitar", "a cat in the park"]
+
+
+def write_corpus(path: Path, sentences: list[str], first_id: int = 1) -> Path:
+    rows = [{"id": first_id + i, "text": s, "lang": "en" if i % 2 == 0 else "fr", "n": i} for i, s in enumerate(sentences)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def build(folder: Path, corpus: Path, model_dir: Path) -> Path:
+    api.build(CorpusSpec(corpus), folder, BuildConfig(show_progress=False), model=str(model_dir))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """Four tiny indexes: docs (read only), other, edits (API writes), reloads (external writes)."""
+    root = tmp_path_factory.mktemp("serve")
+    corpus = write_corpus(root / "docs.jsonl", SENTENCES)
+    small = write_corpus(root / "small.jsonl", SENTENCES[:5])
+    return {name: build(root / name, small if name == "other" else corpus, tiny_model_dir) for name in ("docs", "other", "edits", "reloads")}
+
+
+@contextmanager
+def serving(config: ServeConfig, registry: Registry):
+    """uvicorn in a thread on a free loopback port; yields the base URL; stops gracefully on exit."""
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, registry), log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "server did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def config_for(folders: dict[str, Path], names: tuple[str, ...], **kwargs) -> ServeConfig:
+    return ServeConfig(folders=tuple(folders[n] for n in names), **({"max_body": 16_384, "max_queries": 40, "max_text_chars": 300, "reload_check_s": 0.2} | kwargs))
+
+
+def registry(folders) -> Registry:
+    """Each server its own registry: reloads and their counts belong to one app."""
+    return Registry.load([folders[n] for n in ("docs", "other", "edits", "reloads")])
+
+
+@pytest.fixture(scope="module")
+def keyed(folders):
+    """A server with an API key (writes enabled); yields an httpx client that sends the key."""
+    with serving(config_for(folders, ("docs", "other", "edits", "reloads"), api_key=KEY), registry(folders)) as url:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def open_server(folders):
+    """A server without a key (reads open, writes disabled)."""
+    with serving(config_for(folders, ("docs", "other", "edits", "reloads")), registry(folders)) as url:
+        yield url
+
+
+def expected_hits(folder: Path, queries: list[str], k: int, where=None) -> list[list[dict]]:
+    searcher = load_index(folder, index_encoder(api.info(folder)))
+    return [[h.to_json() for h in row] for row in searcher.search(queries, k, where=where)]
+
+
+def assert_same_hits(got: list[dict], want: list[dict]) -> None:
+    assert [h["id"] for h in got] == [h["id"] for h in want]
+    assert [{k: v for k, v in h.items() if k != "score"} for h in got] == [{k: v for k, v in h.items() if k != "score"} for h in want]
+    assert np.allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-5)
+
+
+def test_search_gives_the_hits_of_load_index(keyed, folders):
+    body = keyed.post("/indexes/docs/search", json={"queries": QUERIES, "k": 5}).json()
+    assert body["index"] == "docs" and [r["query"] for r in body["results"]] == QUERIES
+    for result, want in zip(body["results"], expected_hits(folders["docs"], QUERIES, 5)):
+        assert_same_hits(result["hits"], want)
+        assert {"id", "score", "text", "lang", "n"} <= result["hits"][0].keys()
+    first = keyed.post("/search", json={"queries": QUERIES[:2], "k": 3}).json()  # /search = the first index given
+    assert first["index"] == "docs"
+    filtered = keyed.post("/indexes/docs/search", json={"queries": QUERIES, "k": 4, "where": {"lang": "fr"}}).json()
+    for result, want in zip(filtered["results"], expected_hits(folders["docs"], QUERIES, 4, {"lang": "fr"})):
+        assert_same_hits(result["hits"], want)
+        assert all(h["lang"] == "fr" for h in result["hits"])
+    other = keyed.post("/indexes/other/search", json={"queries": ["stocks"], "k": 5}).json()
+    assert sorted(h["id"] for h in other["results"][0]["hits"]) == [1, 2, 3, 4, 5]
+
+
+def test_openai_client_embeddings_equal_simsearch_encode(open_server, folders, tiny_model_dir, tmp_path):
+    import openai
+
+    texts = QUERIES[:4]
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    api.encode_file(corpus, tmp_path / "want.npy", model=str(tiny_model_dir))
+    want = np.load(tmp_path / "want.npy")
+    client = openai.OpenAI(base_url=f"{open_server}/v1", api_key="dummy")
+    response = client.embeddings.create(model="docs", input=texts, encoding_format="float")
+    assert [d.index for d in response.data] == [0, 1, 2, 3] and response.model == str(tiny_model_dir)
+    assert np.allclose(np.array([d.embedding for d in response.data]), want, atol=1e-5)
+    assert response.usage.prompt_tokens == sum(len(t.split()) for t in texts)
+    defaulted = client.embeddings.create(model="docs", input=texts)  # the client asks for base64 and decodes it itself
+    assert np.allclose(np.array([d.embedding for d in defaulted.data]), want, atol=1e-5)
+    single = client.embeddings.create(model=str(tiny_model_dir), input=texts[0], encoding_format="base64")
+    assert np.allclose(np.frombuffer(base64.b64decode(single.data[0].embedding), dtype="<f4"), want[0], atol=1e-5)
+    assert [m.id for m in client.models.list().data] == [str(tiny_model_dir)]
+    encoded = httpx.post(f"{open_server}/encode", json={"texts": texts}).json()
+    assert encoded["dim"] == 32 and np.allclose(encoded["vectors"], want, atol=1e-5)
+    raw = httpx.post(f"{open_server}/encode", params={"format": "npy"}, json={"texts": texts, "model": "other"})
+    assert np.allclose(np.load(io.BytesIO(raw.content), allow_pickle=False), want, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "path, body, status, fragment",
+    [
+        ("/indexes/docs/search", {"queries": ["x" * 5000] * 4}, 413, "max_body"),
+        ("/indexes/docs/search", {"queries": ["a dog"] * 41}, 400, "max_queries"),
+        ("/indexes/docs/search", {"queries": ["a dog " * 60]}, 400, "max_text_chars"),
+        ("/indexes/docs/search", {"queries": ["a dog"], "k": 1001}, 400, "max_k"),
+        ("/indexes/docs/search", {"queries": ["a dog"], "k": 15}, 400, "index_size"),
+        ("/indexes/nope/search", {"queries": ["a dog"]}, 404, "no index named 'nope'"),
+        ("/indexes/docs/search", b'{"queries": ["a dog"', 422, "JSON"),
+        ("/indexes/docs/search", {"queries": "a dog"}, 422, "body.queries"),
+        ("/indexes/docs/search", {"queries": ["a dog"], "k": "ten"}, 422, "body.k"),
+        ("/indexes/docs/search", {"queries": ["a dog"], "top": 3}, 422, "body.top"),
+        ("/indexes/docs/search", {"queries": ["a dog"], "where": {"colour": "red"}}, 400, "unknown field(s) colour"),
+        ("/encode", {"texts": ["a dog"], "model": "nope"}, 404, "no model 'nope'"),
+        ("/v1/embeddings", {"input": [1, 2], "model": "docs"}, 422, "body.input"),
+    ],
+)
+def test_every_limit_and_bad_request_has_its_status(keyed, path, body, status, fragment):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = keyed.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert isinstance(error["detail"], str) and fragment in error["detail"] + str(error.get("limit"))
+
+
+def test_32_concurrent_clients_each_get_their_own_answers(keyed, folders):
+    queries = [f"{a} {b}" for a in ("the dog", "a cat", "stocks", "a red car") for b in ("sleeps", "is fast", "fell", "in the city", "eats", "runs", "rose", "is slow")]
+    assert len(queries) == 32
+    want = dict(zip(queries, expected_hits(folders["docs"], queries, 3)))
+
+    async def client(i: int, http: httpx.AsyncClient) -> list[tuple[str, list]]:
+        answers = []
+        for round_ in range(4):
+            mine = [queries[(i + round_) % 32], queries[(i * 7 + round_) % 32]]
+            body = (await http.post("/indexes/docs/search", json={"queries": mine, "k": 3})).json()
+            answers += [(r["query"], r["hits"]) for r in body["results"]]
+            assert [r["query"] for r in body["results"]] == mine
+        return answers
+
+    async def all_clients():
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(base_url=str(keyed.base_url), headers=keyed.headers, limits=limits, timeout=30) as http:
+            return await asyncio.gather(*(client(i, http) for i in range(32)))
+
+    for answers in asyncio.run(all_clients()):
+        for query, hits in answers:
+            assert_same_hits(hits, want[query])
+    metrics = keyed.get("/metrics").text
+    batches = float(metric(metrics, "simsearch_batch_requests_count"))
+    requests = float(metric(metrics, "simsearch_batch_requests_sum"))
+    assert requests / batches > 1  # some requests shared an encoder call
+    assert 'simsearch_requests_total{endpoint="/indexes/{name}/search",status="200"}' in metrics
+
+
+def metric(text: str, name: str) -> str:
+    return next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_auth_on_and_off(keyed, open_server):
+    url = str(keyed.base_url).rstrip("/")
+    search = {"queries": ["a dog"], "k": 2}
+    assert httpx.post(f"{url}/search", json=search).status_code == 401
+    wrong = httpx.post(f"{url}/search", json=search, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "API key" in wrong.json()["detail"]
+    for path in ("/indexes", "/metrics", "/docs", "/readyz", "/v1/models"):
+        assert httpx.get(f"{url}{path}").status_code == 401
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    assert keyed.post("/search", json=search).status_code == 200 and keyed.get("/readyz").json()["ready"]
+    assert httpx.post(f"{open_server}/search", json=search).status_code == 200
+    assert httpx.get(f"{open_server}/docs").status_code == 200
+    refused = httpx.post(f"{open_server}/indexes/edits/documents", json={"documents": [{"id": 99, "text": "a dog"}]})
+    assert refused.status_code == 403 and "--api-key-file" in refused.json()["detail"]
+    assert httpx.post(f"{open_server}/indexes/edits/reload").status_code == 403
+    summary = keyed.get("/indexes/docs").json()
+    assert (summary["document_count"], summary["embedding_dim"], summary["metadata_fields"]) == (14, 32, ["lang", "n"])
+
+
+def top_ids(client: httpx.Client, index: str, text: str, k: int = 3) -> list[int]:
+    response = client.post(f"/indexes/{index}/search", json={"queries": [text], "k": k})
+    assert response.status_code == 200, response.text
+    return [h["id"] for h in response.json()["results"][0]["hits"]]
+
+
+def test_documents_added_and_removed_through_the_api(keyed):
+    new = {"id": 500, "text": "the green train rose in the rain", "metadata": {"lang": "de"}}
+    added = keyed.post("/indexes/edits/documents", json={"documents": [new]})
+    assert added.status_code == 200 and added.json()["document_count"] == 15 and added.json()["updates"] == 1
+    assert top_ids(keyed, "edits", new["text"])[0] == 500
+    hit = keyed.post("/indexes/edits/search", json={"queries": [new["text"]], "k": 1, "where": {"lang": "de"}}).json()["results"][0]["hits"][0]
+    assert (hit["id"], hit["text"], hit["lang"]) == (500, new["text"], "de")
+    again = keyed.post("/indexes/edits/documents", json={"documents": [new]})
+    assert again.status_code == 400 and "?upsert=true" in again.json()["detail"]
+    replaced = keyed.post("/indexes/edits/documents", params={"upsert": "true"}, json={"documents": [{**new, "text": "a slow blue piano"}]})
+    assert replaced.status_code == 200 and replaced.json()["document_count"] == 15
+    assert top_ids(keyed, "edits", "a slow blue piano")[0] == 500
+    missing = keyed.request("DELETE", "/indexes/edits/documents", json={"ids": [500, 12345]})
+    assert missing.status_code == 400 and "12345" in missing.json()["detail"]
+    removed = keyed.request("DELETE", "/indexes/edits/documents", json={"ids": [500, 1]})
+    assert removed.status_code == 200 and removed.json()["document_count"] == 13
+    assert not {500, 1} & set(top_ids(keyed, "edits", "a slow blue piano", k=13))
+
+
+def test_reload_under_a_running_load_loop_loses_no_request(keyed, folders, tmp_path):
+    url, failures, done = str(keyed.base_url), [], []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=url, headers=keyed.headers, timeout=30) as http:
+            for _ in range(2000):  # bounded; stopped by the event long before
+                if stop.is_set():
+                    return
+                response = http.post("/indexes/reloads/search", json={"queries": ["stocks today"], "k": 3})
+                (done if response.status_code == 200 else failures).append(response.status_code)
+
+    loops = [threading.Thread(target=load) for _ in range(3)]
+    for thread in loops:
+        thread.start()
+    try:
+        extra = write_corpus(tmp_path / "extra.jsonl", ["the yellow bus is late"], first_id=900)
+        api.add(folders["reloads"], extra)  # an external `simsearch index add`: the watcher swaps it in
+        deadline = time.monotonic() + 20
+        while 900 not in top_ids(keyed, "reloads", "the yellow bus is late") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert top_ids(keyed, "reloads", "the yellow bus is late")[0] == 900
+        api.remove(folders["reloads"], [900])
+        assert keyed.post("/indexes/reloads/reload").json()["document_count"] == 14  # an explicit reload
+        assert 900 not in top_ids(keyed, "reloads", "the yellow bus is late", k=14)
+    finally:
+        stop.set()
+        for thread in loops:
+            thread.join(timeout=30)
+    assert not failures and len(done) > 10
+    assert float(metric(keyed.get("/metrics").text, 'simsearch_index_reloads_total{index="reloads"}')) >= 2
+
+
+class FlakyEncoder:
+    """The real tiny encoder, except that a text with 'explode' raises and one with 'sleepy' takes 1.5 s."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name, self.dim = inner.name, inner.dim
+
+    def describe(self):
+        return self.inner.describe()
+
+    def encode(self, texts, batch_size=64, show_progress=None):
+        if any("explode" in t for t in texts):
+            raise RuntimeError("encoder crashed")
+        if any("sleepy" in t for t in texts):
+            time.sleep(1.5)
+        return self.inner.encode(texts, batch_size, show_progress)
+
+
+def test_failing_or_slow_batches_fail_only_their_requests(folders):
+    registry = Registry.load([folders["docs"]], make_encoder=lambda manifest: FlakyEncoder(index_encoder(manifest)))
+    with serving(config_for(folders, ("docs",), batch_timeout_s=0.5), registry) as url, httpx.Client(base_url=url, timeout=30) as client:
+        crashed = client.post("/search", json={"queries": ["explode the dog"]})
+        assert crashed.status_code == 503 and "encoder crashed" in crashed.json()["detail"]
+        slow = client.post("/encode", json={"texts": ["a sleepy cat"]})
+        assert slow.status_code == 503 and "timed out" in slow.json()["detail"]
+        want = expected_hits(folders["docs"], QUERIES, 3)
+
+        async def disconnect_and_others():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                async def leaver():
+                    with pytest.raises(httpx.ReadTimeout):  # the client gives up mid-request and disconnects
+                        await http.post("/search", json={"queries": ["a sleepy dog"]}, timeout=0.2)
+
+                async def other(query: str):
+                    await asyncio.sleep(0.05)
+                    return (await http.post("/search", json={"queries": [query], "k": 3})).json()
+
+                results = await asyncio.gather(leaver(), *(other(q) for q in QUERIES))
+                return results[1:]
+
+        for body, hits in zip(asyncio.run(disconnect_and_others()), want):
+            assert_same_hits(body["results"][0]["hits"], hits)
+        assert client.post("/search", json={"queries": ["a dog"]}).status_code == 200  # still serving
+        assert float(metric(client.get("/metrics").text, "simsearch_failed_batches_total")) >= 2
+
+
+def test_non_loopback_host_without_a_key_is_refused(folders, tmp_path):
+    result = CliRunner().invoke(main, ["serve", str(folders["docs"]), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip() == "Error: --host 0.0.0.0 is not a loopback address: set --api-key-file (or $SIMSEARCH_API_KEY), or pass --insecure to serve it without a key"
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    result = CliRunner().invoke(main, ["serve", str(folders["docs"]), "--api-key-file", str(empty)])
+    assert result.exit_code == 2 and "is empty" in result.stderr
+    result = CliRunner().invoke(main, ["serve", str(folders["docs"]), str(folders["docs"])])
+    assert result.exit_code == 2 and "distinct names" in result.stderr
+
+
+def test_sigterm_during_load_lets_in_flight_requests_finish(folders, tmp_path):
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SIMSEARCH_API_KEY": KEY}
+    with log.open("w") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "cli", "serve", str(folders["docs"]), "--port", "0", "--max-batch", "8"], cwd=ROOT, env=env, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving docs on" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        url = log.read_text().split("serving docs on ")[1].split()[0]
+        headers = {"Authorization": f"Bearer {KEY}"}
+        queries = [f"{q} {i}" for i in range(40) for q in ("a dog", "the man")][:40]
+
+        async def in_flight():
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+                assert (await http.get("/readyz")).json()["ready"]
+                requests = [asyncio.ensure_future(http.post("/search", json={"queries": queries, "k": 5})) for _ in range(12)]
+                await asyncio.sleep(0.15)
+                process.send_signal(signal.SIGTERM)
+                return await asyncio.gather(*requests)
+
+        responses = asyncio.run(in_flight())
+        assert [r.status_code for r in responses] == [200] * 12
+        assert all(len(r.json()["results"]) == 40 for r in responses)
+        assert process.wait(timeout=30) == 0
+        assert "stopped" in log.read_text() and "Traceback" not in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
