@@ -2,14 +2,16 @@
 
 The transformer runs as an ONNX graph (exported once and cached, see embedder.onnx_cache);
 the model folder's later modules run in numpy (embedder.onnx_modules). Sentences are
-sorted by token count and batched so that each batch pads to a similar length, then
-put back in input order.
+sorted by token count and cut into batches of `batch_size`, so each batch pads to a
+similar length, then put back in input order. Measured on 1,000 STS-B sentences
+(onnx-int8, 2-core VM): sorting gives +58% sentences/s over input-order batches;
+filling batches to a token budget instead (1k-8k tokens) gave no gain (-3% to -15%).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +37,17 @@ def import_onnxruntime() -> Any:
 
 
 def make_session(path: Path) -> Any:
-    """A CPU InferenceSession with one intra-op thread per available core and all graph optimizations."""
+    """A CPU InferenceSession: one intra-op thread per available core, all graph optimizations, no spin-waiting.
+
+    Spin-waiting threads cost 1.6x throughput on a 2-core VM whose cores are shared
+    (423 vs 672 sentences/s) and gain ~5% (within noise) when it is idle.
+    """
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = len(os.sched_getaffinity(0))
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -57,15 +64,6 @@ def load_tokenizer(spec: TransformerSpec) -> Any:
     return tokenizer
 
 
-def length_batches(lengths: np.ndarray, batch_size: int, token_budget: int | None) -> Iterator[slice]:
-    """Slices over `lengths` (sorted longest first): `batch_size` rows each, or, with a token budget, as many rows as fit padded."""
-    start = 0
-    while start < len(lengths):
-        rows = batch_size if token_budget is None else max(1, token_budget // max(int(lengths[start]), 1))
-        yield slice(start, min(start + rows, len(lengths)))
-        start += rows
-
-
 @dataclass
 class OnnxEncoder:
     """The encoder contract (common.encoder.Encoder) over an ONNX Runtime session and the model's numpy modules."""
@@ -76,7 +74,6 @@ class OnnxEncoder:
     pipeline: ModelPipeline
     session: Any  # onnxruntime.InferenceSession
     tokenizer: Any  # tokenizers.Tokenizer
-    token_budget: int | None = None  # None: fixed batches of `batch_size` sentences
 
     @property
     def dim(self) -> int:
@@ -86,7 +83,7 @@ class OnnxEncoder:
         return {"backend": self.backend, "reduction": self.reduction, "onnxruntime": import_onnxruntime().__version__}
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | None = None) -> np.ndarray:
-        """Embed `texts` as L2-normalized float32 rows in input order, batching by token count."""
+        """Embed `texts` as L2-normalized float32 rows in input order (batches of similar token counts)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if len(texts) == 0:
             return out
@@ -95,8 +92,8 @@ class OnnxEncoder:
         lengths = np.array([len(e.ids) for e in encodings])
         order = np.argsort(-lengths, kind="stable")
         with progress_bar(len(texts), "encoding", "sent", show_progress) as bar:
-            for part in length_batches(lengths[order], batch_size, self.token_budget):
-                rows = order[part]
+            for start in range(0, len(texts), batch_size):
+                rows = order[start : start + batch_size]
                 out[rows] = self.run([encodings[i] for i in rows])
                 bar.update(len(rows))
         return out
@@ -117,7 +114,7 @@ class OnnxEncoder:
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def load_onnx_encoder(name: str | None, backend: str = "onnx-int8", token_budget: int | None = None) -> OnnxEncoder:
+def load_onnx_encoder(name: str | None, backend: str = "onnx-int8") -> OnnxEncoder:
     """An ONNX encoder for a local model folder or the bundled default, exporting on first use (cached)."""
     if backend not in ONNX_BACKENDS:
         raise UsageError(f"unknown onnx backend {backend!r} (expected one of {', '.join(ONNX_BACKENDS)})")
@@ -128,4 +125,4 @@ def load_onnx_encoder(name: str | None, backend: str = "onnx-int8", token_budget
     pipeline = read_pipeline(folder)
     spec = pipeline.transformer
     cache = onnx_cache(folder, spec.folder, spec.all_layers)
-    return OnnxEncoder(model_reference(name), reduction_of(name), backend, pipeline, make_session(cache / FILES[backend]), load_tokenizer(spec), token_budget)
+    return OnnxEncoder(model_reference(name), reduction_of(name), backend, pipeline, make_session(cache / FILES[backend]), load_tokenizer(spec))
