@@ -247,7 +247,9 @@ def transformer_spec(folder: Path) -> TransformerSpec:
     known = [int(n) for n in lengths if isinstance(n, (int, float)) and 0 < n < 1e9]
     if not known:
         raise UsageError(f"{folder}: no maximum sequence length in sentence_bert_config.json, tokenizer_config.json or config.json")
-    return TransformerSpec(folder, min(known), bool(st_config.get("do_lower_case", False)), bool(config.get("output_hidden_states")), int(config["hidden_size"]))
+    if not isinstance(config.get("hidden_size"), int):
+        raise UsageError(f"{folder / 'config.json'}: no integer hidden_size, which the onnx backends need for the embedding size")
+    return TransformerSpec(folder, min(known), bool(st_config.get("do_lower_case", False)), bool(config.get("output_hidden_states")), config["hidden_size"])
 
 
 def read_pipeline(folder: Path) -> ModelPipeline:
@@ -264,4 +266,6 @@ def read_pipeline(folder: Path) -> ModelPipeline:
         if name not in STEP_READERS:
             raise UsageError(f"{modules_file}: module {module['type']!r} is not supported by the onnx backends (supported: Transformer, {', '.join(STEP_READERS)})")
         steps.append(STEP_READERS[name](folder / module.get("path", "")))
+    if not any(isinstance(step, Pool) for step in steps):
+        raise UsageError(f"{modules_file}: no Pooling module, so the model gives no sentence embedding")
     return ModelPipeline(transformer_spec(folder / modules[0].get("path", "")), tuple(steps))
