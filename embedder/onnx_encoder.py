@@ -4,7 +4,7 @@ The transformer runs as an ONNX graph (exported once and cached, see embedder.on
 the model folder's later modules run in numpy (embedder.onnx_modules). Sentences are
 sorted by token count and cut into batches of `batch_size`, so each batch pads to a
 similar length, then put back in input order. Measured on 1,000 STS-B sentences
-(onnx-int8, 2-core VM): sorting gives +58% sentences/s over input-order batches;
+(onnx-int8, the shared 2-core VM): sorting gives +58% sentences/s over input-order batches;
 filling batches to a token budget instead (1k-8k tokens) gave no gain (-3% to -15%).
 """
 
