@@ -6,7 +6,8 @@ from common.encoder import Encoder
 from embedder.model_files import model_reference, reduction_of
 from errors import UsageError
 
-BACKENDS = ("torch",)
+# torch: sentence-transformers; onnx / onnx-int8: ONNX Runtime (fp32 / dynamic int8), no torch at run time.
+BACKENDS = ("torch", "onnx", "onnx-int8")
 DEFAULT_BACKEND = "torch"
 
 
@@ -14,6 +15,12 @@ def load_encoder(name: str | None = None, device: str | None = None, backend: st
     """The encoder (see common.encoder) for a model name: what index/, eval/ and the server take."""
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+    if backend != "torch":
+        if device not in (None, "cpu"):
+            raise UsageError(f"the {backend} backend runs on CPU only; drop --device {device} or use --backend torch")
+        from embedder.onnx_encoder import load_onnx_encoder
+
+        return load_onnx_encoder(name, backend)
     from embedder.encoding import SentenceEncoder
     from embedder.loading import load_model
 

@@ -1,0 +1,189 @@
+"""The onnx and onnx-int8 backends: same vectors as torch, a cache that follows the weights, no torch at run time."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from common.encoder import Encoder  # noqa: E402
+from common.sts_data import load_sts  # noqa: E402
+from conftest import STSB_EN, TINY_WORDS, require  # noqa: E402
+from embedder.backends import load_encoder  # noqa: E402
+from embedder.onnx_cache import SOURCE_RECORD, user_cache_root  # noqa: E402
+from errors import UsageError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ONNX_BACKENDS = ("onnx", "onnx-int8")
+MIN_COSINE = 0.98
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own user cache dir (XDG_CACHE_HOME), so no export lands in the real one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return user_cache_root()
+
+
+def tiny_sentences(count: int = 120, seed: int = 0) -> list[str]:
+    """Distinct sentences in the tiny vocabulary, 1 to 40 words: the longest are truncated at 32 tokens."""
+    rng = random.Random(seed)
+    sentences = {" ".join(rng.choices(TINY_WORDS, k=rng.randint(1, 40))) for _ in range(count)}
+    return sorted(sentences, key=lambda s: rng.random())
+
+
+def assert_close_to_torch(model: Path | None, texts: list[str], backend: str) -> None:
+    """Row-wise cosine of the backend's vectors to torch's is at least MIN_COSINE (rows in input order)."""
+    torch_vectors = load_encoder(None if model is None else str(model)).encode(texts)
+    encoder = load_encoder(None if model is None else str(model), backend=backend)
+    vectors = encoder.encode(texts, batch_size=16)
+    assert isinstance(encoder, Encoder) and encoder.describe()["backend"] == backend
+    assert vectors.dtype == np.float32 and vectors.shape == torch_vectors.shape == (len(texts), encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosines = np.einsum("ij,ij->i", vectors, torch_vectors)
+    assert cosines.min() >= MIN_COSINE, f"{backend}: min cosine {cosines.min():.4f}, mean {cosines.mean():.4f}"
+
+
+def copy_model(source: Path, target: Path) -> Path:
+    """A private copy of a model folder, so exports and edits stay inside this test."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("onnx", ".onnx.lock"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def reduced_models(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """Tiny models built with the project's own code: whitened to 16 dims, JL to 16 dims, and first-last-avg."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Transformer
+
+    from embedder.encoding import encode
+    from embedder.loading import load_model
+    from embedder.pooling import make_pooling
+    from embedder.reduction import CovarianceAccumulator, build_reduced_model, fit_whitening, jl_map, save_model
+
+    root = tmp_path_factory.mktemp("onnx-models")
+    model = load_model(str(tiny_model_dir))
+    stats = CovarianceAccumulator(32)
+    stats.update(encode(model, tiny_sentences(200, seed=1), normalize=False))
+    maps = {"whiten": fit_whitening(stats).map(16), "jl": jl_map(32, 16, seed=0)}
+    folders = {}
+    for method, reduction in maps.items():
+        folders[method] = root / method
+        save_model(build_reduced_model(load_model(str(tiny_model_dir)), reduction), folders[method], {"method": method, "output_dim": 16})
+    transformer = Transformer(str(tiny_model_dir), max_seq_length=32)
+    folders["first-last-avg"] = root / "first-last-avg"
+    SentenceTransformer(modules=[transformer, *make_pooling("first-last-avg", transformer)], device="cpu").save(str(folders["first-last-avg"]))
+    return folders
+
+
+@pytest.mark.parametrize("backend", ONNX_BACKENDS)
+def test_default_model_matches_torch_on_stsb(backend):
+    data = load_sts(require(STSB_EN), "test")
+    assert_close_to_torch(None, list(dict.fromkeys(data.sentences1 + data.sentences2))[:100], backend)
+
+
+@pytest.mark.parametrize("backend", ONNX_BACKENDS)
+@pytest.mark.parametrize("kind", ["plain", "whiten", "jl", "first-last-avg"])
+def test_tiny_models_match_torch(kind, backend, tiny_model_dir, reduced_models, tmp_path):
+    model = copy_model(tiny_model_dir if kind == "plain" else reduced_models[kind], tmp_path / kind)
+    assert_close_to_torch(model, tiny_sentences(), backend)
+    assert load_encoder(str(model), backend=backend).encode([]).shape == (0, 32 if kind in ("plain", "first-last-avg") else 16)
+
+
+def test_reduced_model_describes_its_reduction(reduced_models, tmp_path):
+    encoder = load_encoder(str(copy_model(reduced_models["whiten"], tmp_path / "m")), backend="onnx-int8")
+    assert encoder.describe()["reduction"]["method"] == "whiten" and encoder.dim == 16
+
+
+def test_export_is_cached_in_the_model_folder_and_rebuilt_when_the_weights_change(tiny_model_dir, tmp_path, user_cache):
+    from safetensors.numpy import load_file, save_file
+
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    load_encoder(str(model), backend="onnx")
+    cache = model / "onnx"
+    assert {"model.onnx", "model_int8.onnx", SOURCE_RECORD} <= {p.name for p in cache.iterdir()} and not user_cache.exists()
+    first = json.loads((cache / SOURCE_RECORD).read_text())["source"]["model.safetensors"]["sha256"]
+    exported = (cache / "model.onnx").stat().st_ino
+
+    load_encoder(str(model), backend="onnx-int8")  # fresh: reused, not exported again
+    assert (cache / "model.onnx").stat().st_ino == exported
+
+    weights = load_file(str(model / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("word_embeddings.weight"))
+    weights[name] = weights[name] * 2.0
+    save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
+    assert_close_to_torch(model, tiny_sentences(40), "onnx")  # stale: re-exported from the new weights
+    assert json.loads((cache / SOURCE_RECORD).read_text())["source"]["model.safetensors"]["sha256"] != first
+    assert (cache / "model.onnx").stat().st_ino != exported
+
+
+@pytest.fixture
+def read_only_model(tiny_model_dir, tmp_path) -> Path:
+    """A model folder nobody can write into: mode bits, and for root (who ignores them) the immutable flag."""
+    model = copy_model(tiny_model_dir, tmp_path / "read-only")
+    model.chmod(0o555)
+    immutable = os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(model)], capture_output=True).returncode == 0
+    try:
+        (model / "probe").touch()
+        (model / "probe").unlink()
+        pytest.skip("cannot make a folder read-only here (root without chattr)")
+    except OSError:
+        pass
+    yield model
+    if immutable:
+        subprocess.run(["chattr", "-i", str(model)], check=True)
+    model.chmod(0o755)
+
+
+def test_read_only_model_folder_caches_under_the_user_cache_dir(read_only_model, user_cache):
+    encoder = load_encoder(str(read_only_model), backend="onnx-int8")
+    assert not (read_only_model / "onnx").exists()
+    (cache,) = (p for p in user_cache.iterdir() if p.is_dir())
+    assert (cache / "model_int8.onnx").is_file() and (cache / SOURCE_RECORD).is_file()
+    assert encoder.encode(["a man is playing guitar"]).shape == (1, 32)
+
+
+def test_unsupported_module_is_a_one_line_usage_error(tiny_model_dir, tmp_path):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    modules = json.loads((model / "modules.json").read_text())
+    modules.append({"idx": len(modules), "name": "9", "path": "9_LSTM", "type": "sentence_transformers.sentence_transformer.modules.lstm.LSTM"})
+    (model / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(UsageError, match="LSTM.* not supported by the onnx backends") as error:
+        load_encoder(str(model), backend="onnx")
+    assert "\n" not in str(error.value)
+
+
+def run_python(code: str, env: dict[str, str]) -> str:
+    """Run `code` in a fresh interpreter with this checkout on the path; its stdout."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_inference_with_a_fresh_cache_imports_no_torch(tiny_model_dir, tmp_path):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    load_encoder(str(model), backend="onnx-int8")  # export here (needs torch), then a cold process only encodes
+    code = (
+        "import sys\nfrom embedder.backends import load_encoder\n"
+        f"load_encoder({str(model)!r}, backend='onnx-int8').encode(['a man is playing guitar'])\n"
+        "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))"
+    )
+    assert run_python(code, dict(os.environ)) == "[]"
+
+
+def test_missing_onnxruntime_is_a_one_line_usage_error_with_the_install_hint(tiny_model_dir):
+    code = (
+        "import sys\nsys.modules['onnxruntime'] = None  # as if not installed\n"
+        "from embedder.backends import load_encoder\nfrom errors import UsageError\n"
+        f"try:\n    load_encoder({str(tiny_model_dir)!r}, backend='onnx')\nexcept UsageError as exc:\n    print(exc)"
+    )
+    assert run_python(code, dict(os.environ)) == "the onnx backends need onnxruntime: pip install 'simsearch[onnx]'"
