@@ -19,7 +19,8 @@ ALLOWED = {
     "server": {"common", "errors", "embedder", "index", "eval", "simsearch"},
     "distributed": {"common", "errors", "embedder", "index", "eval", "simsearch"},
     "cli_options": {"common", "errors", "embedder", "index"},
-    "cli": {"cli_options", "common", "errors", "embedder", "index", "eval", "simsearch", "server", "distributed"},
+    "cli_models": {"cli_options", "common", "errors", "embedder", "simsearch"},
+    "cli": {"cli_models", "cli_options", "common", "errors", "embedder", "index", "eval", "simsearch", "server", "distributed"},
 }
 
 
