@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import paths
 
-DATA = ROOT.parent / "shared" / "data"
-CACHE = Path("/work/cache")
+# The STS files of the shared data (path under --data-dir, split), in the order the index benchmark reads them.
+SHARED_STS: tuple[tuple[str, str | None], ...] = (
+    *(("stsb-en/stsbenchmark.tsv.gz", split) for split in ("train", "dev", "test")),
+    ("sick/SICK_train.txt", None),
+    ("sick/SICK_trial.txt", None),
+    *((f"stsb-zh/STS-B.{part}.data", None) for part in ("train", "valid", "test")),
+)
 
 
 def clustered(n: int, dim: int, centres: int, queries: int, seed: int = 0, spread: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
@@ -42,42 +46,44 @@ def uniform(n: int, dim: int, queries: int, seed: int = 0) -> tuple[np.ndarray, 
     return x[:n], x[n:]
 
 
-def shared_sentences() -> list[str]:
-    """Distinct sentences of STS-B (en), SICK, Chinese STS-B and the zh-triplets query/pos/neg, in first-seen order."""
-    from eval import load_sts
+def shared_sentences(data: Path, sts: tuple[tuple[str, str | None], ...] = SHARED_STS) -> list[str]:
+    """Distinct sentences of the `sts` files under `data`, then the zh-triplets query/pos/neg, in first-seen order."""
+    from common.sts_data import load_sts
 
     found: list[str] = []
-    for split in ("train", "dev", "test"):
-        data = load_sts(DATA / "stsb-en" / "stsbenchmark.tsv.gz", split)
-        found += data.sentences1 + data.sentences2
-    for name in ("SICK_train.txt", "SICK_trial.txt"):
-        data = load_sts(DATA / "sick" / name, None)
-        found += data.sentences1 + data.sentences2
-    for name in ("train", "valid", "test"):
-        data = load_sts(DATA / "stsb-zh" / f"STS-B.{name}.data", None)
-        found += data.sentences1 + data.sentences2
-    with open(DATA / "zh-triplets" / "bge_finetune_data.jsonl", encoding="utf-8") as handle:
+    for name, split in sts:
+        pairs = load_sts(data / name, split)
+        found += pairs.sentences1 + pairs.sentences2
+    with open(data / "zh-triplets" / "bge_finetune_data.jsonl", encoding="utf-8") as handle:
         for line in handle:
             record = json.loads(line)
             found += [record["query"], *record["pos"], *record["neg"]]
     return list(dict.fromkeys(s.strip() for s in found if s.strip()))
 
 
-def shared_embeddings() -> tuple[list[str], np.ndarray]:
-    """The default model's normalized embeddings of `shared_sentences()`, cached under /work/cache."""
-    sentences = shared_sentences()
-    path = CACHE / f"engine-shared-minilm-{len(sentences)}.npy"
+def shared_embeddings(cache: Path, data: Path, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+    """The default model's normalized embeddings of the first `limit` (None: all) `shared_sentences`, cached under `cache`."""
+    sentences = shared_sentences(data)[:limit]
+    path = cache / f"engine-shared-minilm-{len(sentences)}.npy"
     if path.exists():
         return sentences, np.load(path)
-    from embedder import encode, load_model
+    from embedder.backends import load_encoder
 
-    vectors = encode(load_model(), sentences, batch_size=128, show_progress=True)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path.with_suffix(".partial.npy"), vectors)
-    path.with_suffix(".partial.npy").replace(path)
+    vectors = load_encoder().encode(sentences, batch_size=128, show_progress=True)
+    partial = paths.cache_dir(cache) / f".{path.stem}.partial.npy"
+    np.save(partial, vectors)
+    partial.replace(path)
     return sentences, vectors
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Compute (or find) the cached embeddings of the shared sentences and print their shape.")
+    paths.add_path_options(parser)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N sentences (default: all)")
+    args = parser.parse_args()
+    texts, vectors = shared_embeddings(args.cache, args.data_dir, args.limit)
+    print(len(texts), vectors.shape)
+
+
 if __name__ == "__main__":
-    texts, vecs = shared_embeddings()
-    print(len(texts), vecs.shape)
+    main()

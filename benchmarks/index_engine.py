@@ -5,6 +5,8 @@ and the very same FAISS index object without our search layer) and numpy brute f
 
     flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/index_engine.py --data clustered
     flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/index_engine.py --data shared
+
+Scratch index files and the cached shared embeddings go under --cache (default: the user cache dir).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-import engine_data  # noqa: F401  (puts the repository root on sys.path)
+import engine_data
+import paths
 from common.corpus import Document
 from index.build import make_plan, BuildConfig
 from index.manifest import Manifest
@@ -103,8 +106,8 @@ def engine_build(plan, base: np.ndarray, ids: np.ndarray, target_recall: float, 
     return vectors, quality.as_dict()
 
 
-def file_bytes(vectors: VectorIndex) -> int:
-    with tempfile.TemporaryDirectory(dir="/work/cache") as folder:
+def file_bytes(vectors: VectorIndex, scratch: Path) -> int:
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
         vectors.write(Path(folder))
         return sum(p.stat().st_size for p in Path(folder).iterdir())
 
@@ -136,7 +139,8 @@ def run(base, queries, truth, types, args, texts=None) -> list[Row]:
     np_single = len(single) / timed(lambda: [numpy_topk(base, q[None, :], K) for q in single])[1]
     rows.append(Row("numpy brute force (exact)", n, 0.0, 4 * dim, len(queries) / seconds, np_single, recall_at_k(found, truth, K)))
 
-    store_dir = tempfile.TemporaryDirectory(dir="/work/cache")
+    scratch = paths.cache_dir(args.cache)
+    store_dir = tempfile.TemporaryDirectory(dir=scratch)
     store = text_store(texts, Path(store_dir.name)) if texts is not None else None
     for name in types:
         sub_n = min(n, args.hnsw_subset) if name == "hnsw" and args.hnsw_subset else n
@@ -162,7 +166,7 @@ def run(base, queries, truth, types, args, texts=None) -> list[Row]:
         if store is not None and sub_n == n:
             (_, seconds_hits) = best_seconds(searcher.search_vectors, batch, K)
             note += f"; with texts from SQLite {len(batch) / seconds_hits:,.0f} QPS"
-        rows.append(Row(label, sub_n, build_s, file_bytes(vectors) / sub_n, ours_qps, qps_single(searcher.search_ids, single),
+        rows.append(Row(label, sub_n, build_s, file_bytes(vectors, scratch) / sub_n, ours_qps, qps_single(searcher.search_ids, single),
                         recall_at_k(found, sub_truth[: len(batch)], K), note))
         print(table(rows[-1:], header=False), flush=True)
         del vectors, searcher
@@ -180,7 +184,7 @@ def table(rows: list[Row], header: bool = True) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("clustered", "uniform", "shared"), required=True)
-    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--n", type=int, default=1_000_000, help="vectors (shared: at most this many sentences)")
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--centres", type=int, default=4_000)
     parser.add_argument("--spread", type=float, default=0.35, help="clustered: norm of the Gaussian noise around each unit centre")
@@ -190,13 +194,14 @@ def main() -> None:
     parser.add_argument("--hnsw-subset", type=int, default=0, help="build HNSW on only the first N vectors (0: all)")
     parser.add_argument("--max-memory", default="2G")
     parser.add_argument("--target-recall", type=float, default=0.95)
+    paths.add_path_options(parser)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON records (kind index-bench) for `simsearch report`")
     args = parser.parse_args()
 
     started = time.perf_counter()
     texts = None
     if args.data == "shared":
-        texts, vectors = engine_data.shared_embeddings()
+        texts, vectors = engine_data.shared_embeddings(args.cache, args.data_dir, args.n)
         held_out = np.zeros(len(vectors), dtype=bool)
         held_out[np.random.default_rng(0).choice(len(vectors), size=args.queries, replace=False)] = True
         # Queries are real sentences held out of the index (so none finds itself).

@@ -7,9 +7,10 @@ vector, and what `--dim auto` (measured on STS-B dev) chooses. Whitening is fitt
 distinct sentences of STS-B train (unlabeled). For the first model, also: our streaming
 whitening fit vs sklearn PCA(whiten=True) on 100k embeddings (agreement, time, peak memory).
 
-Embeddings are computed once per model and cached under /work/cache/reduce: for the first
-model, of every distinct sentence in ../shared/data (34,638; they also feed the 100k fit
-benchmark); for the others, of the distinct STS-B sentences.
+Embeddings are computed once per model and cached under CACHE/reduce (--cache, default: the
+user cache dir): for the first model, of every distinct sentence in --data-dir (default
+../shared/data; 34,638; they also feed the 100k fit benchmark); for the others, of the
+distinct STS-B sentences.
     flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/reduction.py default [MODEL ...]
 Only the fit benchmark is timed; --fit-size 0 skips it, --skip-quality runs only it.
 """
@@ -20,7 +21,6 @@ import argparse
 import hashlib
 import json
 import platform
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -33,35 +33,18 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.random_projection import GaussianRandomProjection
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import paths  # noqa: I001  (puts the repository root on sys.path)
+from common.sts_data import load_sts
+from embedder import encode, load_model, model_reference
+from embedder.dim_choice import RecallMeasure, StsMeasure, choose_dim, format_sweep, sweep
+from embedder.model_files import resolve_model
+from embedder.reduction import CovarianceAccumulator, LinearMap, fit_whitening, jl_epsilon, jl_map
+from engine_data import SHARED_STS, shared_sentences
+from eval.plots import plot_sweep
 
-from embedder import encode, load_model, model_reference  # noqa: E402
-from embedder.dim_choice import RecallMeasure, StsMeasure, choose_dim, format_sweep, sweep  # noqa: E402
-from eval.plots import plot_sweep  # noqa: E402
-from embedder.loading import resolve_model  # noqa: E402
-from embedder.reduction import CovarianceAccumulator, LinearMap, fit_whitening, jl_epsilon, jl_map  # noqa: E402
-from eval import load_sts  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data"
-STSB_EN = DATA / "stsb-en" / "stsbenchmark.tsv.gz"
-CACHE = Path("/work/cache/reduce")
-
-
-def distinct_sentences(data: Path = DATA) -> list[str]:
-    """Every distinct sentence of the shared data sets (STS-B en/zh, SICK, zh triplets), first-seen order."""
-    seen: dict[str, None] = {}
-    sources = [(STSB_EN, split) for split in ("train", "dev", "test")]
-    sources += [(data / "stsb-zh" / f"STS-B.{part}.data", None) for part in ("train", "valid", "test")]
-    sources += [(data / "sick" / name, None) for name in ("SICK_train.txt", "SICK_trial.txt")]
-    for path, split in sources:
-        pairs = load_sts(path, split)
-        seen.update(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
-    with open(data / "zh-triplets" / "bge_finetune_data.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            seen.update(dict.fromkeys([record["query"], *record["pos"], *record["neg"]]))
-    return [s for s in seen if s.strip()]
+STSB_EN = "stsb-en/stsbenchmark.tsv.gz"  # under --data-dir
+# The shared STS files in the order this benchmark's cache keys were made with (zh before SICK).
+REDUCTION_STS = SHARED_STS[:3] + SHARED_STS[5:] + SHARED_STS[3:5]
 
 
 def model_fingerprint(name: str | None) -> str:
@@ -72,26 +55,24 @@ def model_fingerprint(name: str | None) -> str:
     return json.dumps([model_reference(name), stamp])
 
 
-def cached_embeddings(name: str | None, sentences: list[str], batch_size: int = 64) -> np.ndarray:
-    """The model's raw output (no extra normalization) for `sentences`, cached under /work/cache/reduce."""
+def cached_embeddings(name: str | None, sentences: list[str], cache: Path, batch_size: int = 64) -> np.ndarray:
+    """The model's raw output (no extra normalization) for `sentences`, cached under `cache`."""
     key = hashlib.sha1((model_fingerprint(name) + "\n" + "\n".join(sentences)).encode("utf-8")).hexdigest()[:16]
-    path = CACHE / f"{key}.npy"
+    path = cache / f"{key}.npy"
     if path.exists():
         return np.load(path)
     vectors = encode(load_model(name), sentences, batch_size, normalize=False, show_progress=True)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path.with_suffix(".partial.npy"), vectors)
-    path.with_suffix(".partial.npy").replace(path)
+    partial = paths.cache_dir(cache) / f".{key}.partial.npy"
+    np.save(partial, vectors)
+    partial.replace(path)
     return vectors
 
 
-
-
-def stsb_sentences() -> list[str]:
+def stsb_sentences(data: Path) -> list[str]:
     """Distinct sentences of STS-B en train, dev and test."""
     seen: dict[str, None] = {}
     for split in ("train", "dev", "test"):
-        pairs = load_sts(STSB_EN, split)
+        pairs = load_sts(data / STSB_EN, split)
         seen.update(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
     return list(seen)
 
@@ -99,15 +80,16 @@ def stsb_sentences() -> list[str]:
 class Embedded:
     """Cached raw embeddings of a sentence pool, looked up by sentence."""
 
-    def __init__(self, name: str | None, pool: list[str]) -> None:
-        self.vectors = cached_embeddings(name, pool)
+    def __init__(self, name: str | None, pool: list[str], cache: Path, data: Path) -> None:
+        self.vectors = cached_embeddings(name, pool, cache)
         self.row = {s: i for i, s in enumerate(pool)}
+        self.stsb = data / STSB_EN
 
     def of(self, sentences: list[str]) -> np.ndarray:
         return self.vectors[[self.row[s] for s in sentences]]
 
     def sts(self, split: str) -> StsMeasure:
-        pairs = load_sts(STSB_EN, split)
+        pairs = load_sts(self.stsb, split)
         unique = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
         at = {s: i for i, s in enumerate(unique)}
         return StsMeasure(self.of(unique), np.array([at[s] for s in pairs.sentences1]), np.array([at[s] for s in pairs.sentences2]), pairs.scores)
@@ -136,7 +118,7 @@ def mean_std(values: list[float], scale: float = 100, digits: int = 2) -> str:
 
 def quality(name: str, embedded: Embedded, dims: list[int], seeds: int, plot: Path | None, compare_seeds: int = 20) -> None:
     """STS-B test Spearman, recall@10 and index bytes/vector per method and k; what auto picks on dev."""
-    pairs = load_sts(STSB_EN, "train")
+    pairs = load_sts(embedded.stsb, "train")
     train = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
     fit = embedded.of(train)
     stats = CovarianceAccumulator(fit.shape[1])
@@ -269,14 +251,18 @@ def main() -> None:
     parser.add_argument("--warm-cache", action="store_true", help="only compute the cached embeddings")
     parser.add_argument("--skip-quality", action="store_true", help="only the (timed) fit benchmark")
     parser.add_argument("--plot-dir", type=Path, default=None, help="write one sweep plot per model here")
+    paths.add_path_options(parser)
     args = parser.parse_args()
+    if args.plot_dir:
+        args.plot_dir.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"faiss {faiss.__version__}, numpy {np.__version__}, sklearn {sklearn.__version__}")
     started = time.perf_counter()
     for position, name in enumerate(args.models):
         name = None if name == "default" else name
         first = position == 0  # its pool (all distinct sentences) also feeds the fit benchmark
-        embedded = Embedded(name, distinct_sentences() if first else stsb_sentences())
+        pool = shared_sentences(args.data_dir, REDUCTION_STS) if first else stsb_sentences(args.data_dir)
+        embedded = Embedded(name, pool, args.cache / "reduce", args.data_dir)
         if args.warm_cache:
             continue
         plot = args.plot_dir / f"reduction-sweep-{Path(model_reference(name)).name}.png" if args.plot_dir else None

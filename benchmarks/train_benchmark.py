@@ -2,11 +2,12 @@
 
 Prints one table: model, Spearman x100 on each --test set, train wall time, and
 (with --plain, cosent on STS-B only) the same run as a plain sentence-transformers
-script with the same loss, hyperparameters and seed. Run it under the shared lock:
+script with the same loss, hyperparameters and seed. Run it from the checkout under the shared lock:
 
+    S=../shared/data
     flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/train_benchmark.py cosent \\
-        --train /work/shared/data/stsb-en/stsbenchmark.tsv.gz --dev /work/shared/data/stsb-en/stsbenchmark.tsv.gz \\
-        --test /work/shared/data/stsb-en/stsbenchmark.tsv.gz:test --test /work/shared/data/sick/SICK_trial.txt:test --plain
+        --train $S/stsb-en/stsbenchmark.tsv.gz --dev $S/stsb-en/stsbenchmark.tsv.gz \\
+        --test $S/stsb-en/stsbenchmark.tsv.gz:test --test $S/sick/SICK_trial.txt:test --plain
 """
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from embedder import load_model  # noqa: E402
-from embedder.loading import default_model_path  # noqa: E402
-from embedder.training import TrainConfig, train  # noqa: E402
-from eval import evaluate_sts, load_sts  # noqa: E402
-from common.sts_data import parse_data_arg  # noqa: E402
+import paths  # noqa: F401, I001  (puts the repository root on sys.path)
+from common.sts_data import load_sts, parse_data_arg
+from embedder.backends import load_encoder
+from embedder.model_files import resolve_model
+from embedder.training import TrainConfig, train
+from eval.sts import evaluate_sts
 
 
 def test_sets(specs: list[str]) -> list[tuple[str, object]]:
@@ -35,8 +34,8 @@ def test_sets(specs: list[str]) -> list[tuple[str, object]]:
 
 
 def scores(model_dir: str | None, sets) -> dict[str, float]:
-    model = load_model(model_dir)
-    return {name: round(evaluate_sts(model, data).spearman * 100, 2) for name, data in sets}
+    encoder = load_encoder(model_dir)
+    return {name: round(evaluate_sts(encoder, data).spearman * 100, 2) for name, data in sets}
 
 
 def main() -> None:
@@ -83,7 +82,7 @@ def main() -> None:
     if args.plain:
         from train_plain_st import train_plain
 
-        base = args.base or str(default_model_path())
+        base = resolve_model(args.base)
         cpu = time.process_time()
         seconds = train_plain(args.train, work / "plain", base, hp["epochs"], hp["batch_size"], hp["lr"], args.seed, args.eval_steps, args.max_seq_length)
         cpu = time.process_time() - cpu

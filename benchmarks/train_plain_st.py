@@ -5,7 +5,7 @@ STS-B train/dev splits, scores / 5, CoSENTLoss (scale 20), dev Spearman evaluato
 keep the best checkpoint. `train_benchmark.py --plain` runs it beside `simsearch
 train` with the same hyperparameters and seed; it can also run alone:
 
-    python benchmarks/train_plain_st.py /work/shared/data/stsb-en/stsbenchmark.tsv.gz -o /tmp/plain
+    .venv/bin/python benchmarks/train_plain_st.py ../shared/data/stsb-en/stsbenchmark.tsv.gz -o build/plain
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stsb", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--base", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--base", default="default", help="model folder, hub name or 'default' (the bundled all-MiniLM-L6-v2, no network)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-5)
@@ -77,7 +77,9 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=None)
     parser.add_argument("--max-seq-length", type=int, default=None)
     a = parser.parse_args()
-    seconds = train_plain(a.stsb, a.output, a.base, a.epochs, a.batch_size, a.lr, a.seed, a.eval_steps, a.max_seq_length)
+    from embedder.model_files import resolve_model
+
+    seconds = train_plain(a.stsb, a.output, resolve_model(a.base), a.epochs, a.batch_size, a.lr, a.seed, a.eval_steps, a.max_seq_length)
     print(f"saved {a.output} in {seconds:.1f} s")
 
 

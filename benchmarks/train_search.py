@@ -17,9 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-STSB = DATA / "stsb-en" / "stsbenchmark.tsv.gz"
-SICK = DATA / "sick" / "SICK_trial.txt"
+import paths
+
+STSB = Path("stsb-en/stsbenchmark.tsv.gz")  # under --data-dir
+SICK = Path("sick/SICK_trial.txt")
 
 # name -> train_benchmark.py options; the pooling/max-seq-length/epoch variants are taken around
 # the best lr/batch found (lr 5e-5, batch 32, 2 epochs).
@@ -41,11 +42,12 @@ SETTINGS: dict[str, list[str]] = {
 }
 
 
-def run_setting(name: str, options: list[str], out_dir: Path) -> None:
+def run_setting(name: str, options: list[str], out_dir: Path, data: Path) -> None:
     """Train and score one setting with train_benchmark.py, writing OUT_DIR/NAME.json."""
+    stsb, sick = data / STSB, data / SICK
     command = [
         sys.executable, "-u", str(Path(__file__).with_name("train_benchmark.py")), "cosent",
-        "--train", str(STSB), "--dev", str(STSB), "--test", f"{STSB}:test", "--test", f"{SICK}:test",
+        "--train", str(stsb), "--dev", str(stsb), "--test", f"{stsb}:test", "--test", f"{sick}:test",
         "--skip-base", "--json", str(out_dir / f"{name}.json"), *options,
     ]
     print(f"== {name}: {' '.join(options)}", flush=True)
@@ -78,13 +80,14 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--only", default=None, help="comma-separated setting names (default: all)")
     parser.add_argument("--table-only", action="store_true", help="print the table of the results already in OUT_DIR")
+    parser.add_argument("--data-dir", type=Path, default=paths.DATA, help="the shared data sets (default: ../shared/data beside the checkout)")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         wanted = args.only.split(",") if args.only else list(SETTINGS)
         for name in wanted:
             if not (args.out_dir / f"{name}.json").exists():
-                run_setting(name, SETTINGS[name], args.out_dir)
+                run_setting(name, SETTINGS[name], args.out_dir, args.data_dir)
     print(table(args.out_dir))
 
 
