@@ -222,7 +222,8 @@ def eval_sts(
 @click.option("--k", "ks", default="1,5,10,100", show_default=True, help="Cut-offs for Recall@k, comma-separated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @batch_size_option
-def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int) -> None:
+@backend_option(None)
+def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int, backend: str | None) -> None:
     """Recall@k, MRR@10, nDCG@10 and MAP@100 of index DIR on judged queries (computed by trec_eval)."""
     from eval.tables import format_table
     from simsearch.api import eval_retrieval as run_eval
@@ -231,7 +232,7 @@ def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: b
         cutoffs = [int(k) for k in ks.split(",")]
     except ValueError:
         raise UsageError(f"--k must be comma-separated integers, got {ks!r}") from None
-    result = run_eval(folder, queries, qrels, cutoffs, batch_size)
+    result = run_eval(folder, queries, qrels, cutoffs, batch_size, backend)
     if as_json:
         json_line({**result.metrics, "queries": result.queries, "index": str(folder), "model": result.model})
         return

@@ -142,14 +142,16 @@ def eval_sts(
     return report_
 
 
-def eval_retrieval(folder: PathLike, queries: PathLike, qrels: PathLike, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64):
-    """Recall@k, MRR@10, nDCG@10, MAP@100 of an index on judged queries (trec_eval's measures)."""
+def eval_retrieval(
+    folder: PathLike, queries: PathLike, qrels: PathLike, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64, backend: str | None = None,
+):
+    """Recall@k, MRR@10, nDCG@10, MAP@100 of an index on judged queries (trec_eval's measures; the index's backend unless told)."""
     from eval.retrieval import evaluate_retrieval
     from eval.retrieval_data import load_qrels, load_queries
 
     if not ks or min(ks) < 1:
         raise UsageError("--k values must be at least 1")
-    return evaluate_retrieval(open_index(folder), load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size)
+    return evaluate_retrieval(open_index(folder, backend=backend), load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size)
 
 
 def eval_ann(
