@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from cli_bench import bench
 from cli_models import reduce_group, train
 from cli_options import (
     IN_FILE, MODEL_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, gpu_option, json_line, parse_columns, parse_where,
@@ -92,11 +93,12 @@ def index_build(
 @batch_size_option
 @corpus_options
 @click.option("--upsert", is_flag=True, help="Replace documents whose id is already in the index (default: that is an error).")
-def index_add(folder: Path, corpus: Path, batch_size: int, text_column: str, id_column: str | None, fmt: str | None, upsert: bool) -> None:
+@backend_option(None)
+def index_add(folder: Path, corpus: Path, batch_size: int, text_column: str, id_column: str | None, fmt: str | None, upsert: bool, backend: str | None) -> None:
     """Encode CORPUS with DIR's model and add it to index DIR (texts and vectors change together, atomically)."""
     from simsearch.api import add
 
-    manifest = add(folder, CorpusSpec(corpus, text_column, id_column, fmt), upsert, batch_size)
+    manifest = add(folder, CorpusSpec(corpus, text_column, id_column, fmt), upsert, batch_size, backend=backend)
     change = manifest.source["updates"][-1]
     click.echo(f"added {change['added']}, replaced {change['replaced']}: {folder} now holds {manifest.document_count} documents", err=True)
 
@@ -220,7 +222,8 @@ def eval_sts(
 @click.option("--k", "ks", default="1,5,10,100", show_default=True, help="Cut-offs for Recall@k, comma-separated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @batch_size_option
-def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int) -> None:
+@backend_option(None)
+def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int, backend: str | None) -> None:
     """Recall@k, MRR@10, nDCG@10 and MAP@100 of index DIR on judged queries (computed by trec_eval)."""
     from eval.tables import format_table
     from simsearch.api import eval_retrieval as run_eval
@@ -229,7 +232,7 @@ def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: b
         cutoffs = [int(k) for k in ks.split(",")]
     except ValueError:
         raise UsageError(f"--k must be comma-separated integers, got {ks!r}") from None
-    result = run_eval(folder, queries, qrels, cutoffs, batch_size)
+    result = run_eval(folder, queries, qrels, cutoffs, batch_size, backend)
     if as_json:
         json_line({**result.metrics, "queries": result.queries, "index": str(folder), "model": result.model})
         return
@@ -245,11 +248,12 @@ def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: b
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling queries.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"ann_recall", "k", "queries", "qps_batch", "qps_single", "index_type", "search_params", "index"}.')
 @batch_size_option
-def eval_ann(folder: Path, n_queries: int, query_file: Path | None, k: int, seed: int, as_json: bool, batch_size: int) -> None:
+@backend_option(None)
+def eval_ann(folder: Path, n_queries: int, query_file: Path | None, k: int, seed: int, as_json: bool, batch_size: int, backend: str | None) -> None:
     """Recall@k of index DIR's own search against exact search (re-encodes every stored text once), with QPS."""
     from simsearch.api import eval_ann as run_eval
 
-    result = run_eval(folder, n_queries, query_file, k, seed, batch_size)
+    result = run_eval(folder, n_queries, query_file, k, seed, batch_size, backend)
     if as_json:
         json_line({**result.as_dict(), "index": str(folder)})
         return
@@ -287,6 +291,7 @@ def report(inputs: tuple[Path, ...], output: Path, title: str) -> None:
 
 main.add_command(train)
 main.add_command(reduce_group)
+main.add_command(bench)
 main.add_command(serve)  # `simsearch serve`: its options live beside the server (server/command.py)
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ loads a model itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: `simsearch --help` imports this module and need not load numpy
+    import numpy as np
 
 
 @runtime_checkable

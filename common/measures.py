@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
 
 from errors import DataError
 
@@ -36,6 +35,8 @@ def pair_cosines(vectors: np.ndarray, first: np.ndarray, second: np.ndarray) -> 
 
 def sts_correlations(predicted: np.ndarray, gold: np.ndarray) -> StsResult:
     """Spearman and Pearson correlation of predicted similarities against gold scores."""
+    from scipy.stats import pearsonr, spearmanr  # here: scipy.stats costs ~1 s to import, and index/ and queries never call this
+
     predicted, gold = np.asarray(predicted, dtype=np.float64), np.asarray(gold, dtype=np.float64)
     if len(gold) < 2:
         raise DataError(f"a correlation needs at least 2 pairs, got {len(gold)}")

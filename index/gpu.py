@@ -9,9 +9,11 @@ the CPU with a note instead of failing.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -31,7 +33,14 @@ def faiss_gpu_count() -> int:
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
+def nvidia_device_present() -> bool:
+    """An NVIDIA driver or device node is there: checked before importing torch, so CPU-only queries never pay its ~2 s import."""
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def torch_cuda_available() -> bool:
+    if not nvidia_device_present() or importlib.util.find_spec("torch") is None:
+        return False
     import torch
 
     return bool(torch.cuda.is_available())

@@ -77,7 +77,10 @@ def add_documents(
                 store.add(chunk, replace=upsert)
                 bar.update(len(chunk))
         store.close()
-        return _finish(work, manifest, vectors, {"added": total.documents - len(clashes), "replaced": len(clashes), "corpus": str(corpus.path.resolve())})
+        return _finish(work, manifest, vectors, {
+            "added": total.documents - len(clashes), "replaced": len(clashes), "corpus": str(corpus.path.resolve()),
+            "backend": encoder.describe().get("backend"),  # may differ from the build's (`index add --backend`): vectors differ slightly
+        })
 
 
 def read_ids_file(path: Path) -> list[int]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from embedder.backends import BACKENDS
 from errors import UsageError
 from server.config import API_KEY_ENV, MAX_K, ServeConfig, read_api_key
 
@@ -36,6 +37,8 @@ def parse_size(text: str) -> int:
 @click.option("--batch-timeout", "batch_timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds before a slow encoder batch fails its requests with 503.")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Encoder runtime for every index [default: each index's own]; indexes with the same model and backend share one encoder.")
 def serve(folders: tuple[Path, ...], api_key_file: Path | None, max_body: str, **options) -> None:
     """Serve index folders DIR... over HTTP: search, encode, OpenAI-compatible embeddings, document updates (docs/serving.md)."""
     from server.config import check_config

@@ -31,6 +31,7 @@ class ServeConfig:
     batch_timeout_s: float = 30.0  # an encoder+search call slower than this fails its batch with 503
     reload_check_s: float = 1.0  # how often manifests are checked for external changes
     insecure: bool = False
+    backend: str | None = None  # encoder runtime for every index; None: each index's own (its manifest's)
 
     @property
     def writable(self) -> bool:

@@ -16,6 +16,12 @@ from simsearch.api import index_encoder, open_index
 log = logging.getLogger("simsearch.serve")
 
 EncoderKey = tuple[str, str]  # (model reference, backend): indexes with the same key share one encoder
+EncoderFactory = Callable[[Manifest, str], Encoder]  # (manifest, backend) → the encoder for that index's model
+
+
+def make_index_encoder(manifest: Manifest, backend: str) -> Encoder:
+    """The index's model on `backend` (the default factory)."""
+    return index_encoder(manifest, backend=backend)
 Stamp = tuple[int, int, int]
 
 
@@ -44,24 +50,25 @@ class Served:
 class Registry:
     """Index folders served by name; a reload loads the new folder completely, then swaps one reference."""
 
-    def __init__(self, make_encoder: Callable[[Manifest], Encoder] = index_encoder) -> None:
+    def __init__(self, make_encoder: EncoderFactory = make_index_encoder, backend: str | None = None) -> None:
         self._make_encoder = make_encoder
+        self.backend = backend  # None: each index's own backend
         self.encoders: dict[EncoderKey, Encoder] = {}
         self.entries: dict[str, Served] = {}
 
     @classmethod
-    def load(cls, folders: Sequence[Path], make_encoder: Callable[[Manifest], Encoder] = index_encoder) -> Registry:
-        """Load every folder (in order: the first one answers `/search`), sharing encoders between equal models."""
-        registry = cls(make_encoder)
+    def load(cls, folders: Sequence[Path], make_encoder: EncoderFactory = make_index_encoder, backend: str | None = None) -> Registry:
+        """Load every folder (in order: the first one answers `/search`), sharing encoders between equal models and backends."""
+        registry = cls(make_encoder, backend)
         for folder in folders:
             registry.reload(folder.name, Path(folder))
         return registry
 
     def encoder_for(self, manifest: Manifest) -> tuple[EncoderKey, Encoder]:
-        """The shared encoder of a manifest's model and backend, loaded on first use."""
-        key = (manifest.model, manifest.backend)
+        """The shared encoder of a manifest's model and backend (or the registry's override), loaded on first use."""
+        key = (manifest.model, self.backend or manifest.backend)
         if key not in self.encoders:
-            self.encoders[key] = self._make_encoder(manifest)
+            self.encoders[key] = self._make_encoder(manifest, key[1])
         return key, self.encoders[key]
 
     def reload(self, name: str, folder: Path | None = None) -> Served:

@@ -49,7 +49,7 @@ def run(config: ServeConfig) -> None:
     check_config(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_threads(config.worker_threads)
-    registry = Registry.load(config.folders)
+    registry = Registry.load(config.folders, backend=config.backend)
     app = create_app(config, registry)
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]

@@ -63,10 +63,13 @@ def index_encoder(manifest: Manifest, model: str | None = None, backend: str | N
     return load_encoder(model or manifest.model, backend=backend or manifest.backend)
 
 
-def add(folder: PathLike, corpus: CorpusSpec | PathLike, upsert: bool = False, batch_size: int = 64, encoder: Encoder | None = None) -> Manifest:
-    """Encode `corpus` with the index's own model and add it to the index folder (atomically)."""
+def add(
+    folder: PathLike, corpus: CorpusSpec | PathLike, upsert: bool = False, batch_size: int = 64, encoder: Encoder | None = None,
+    backend: str | None = None,
+) -> Manifest:
+    """Encode `corpus` with the index's own model (and backend, unless told) and add it to the index folder (atomically)."""
     folder = Path(folder)
-    return add_documents(folder, _corpus(corpus), encoder or index_encoder(Manifest.read(folder)), upsert, batch_size)
+    return add_documents(folder, _corpus(corpus), encoder or index_encoder(Manifest.read(folder), backend=backend), upsert, batch_size)
 
 
 def remove(folder: PathLike, ids: Sequence[int]) -> Manifest:
@@ -139,22 +142,55 @@ def eval_sts(
     return report_
 
 
-def eval_retrieval(folder: PathLike, queries: PathLike, qrels: PathLike, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64):
-    """Recall@k, MRR@10, nDCG@10, MAP@100 of an index on judged queries (trec_eval's measures)."""
+def eval_retrieval(
+    folder: PathLike, queries: PathLike, qrels: PathLike, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64, backend: str | None = None,
+):
+    """Recall@k, MRR@10, nDCG@10, MAP@100 of an index on judged queries (trec_eval's measures; the index's backend unless told)."""
     from eval.retrieval import evaluate_retrieval
     from eval.retrieval_data import load_qrels, load_queries
 
     if not ks or min(ks) < 1:
         raise UsageError("--k values must be at least 1")
-    return evaluate_retrieval(open_index(folder), load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size)
+    return evaluate_retrieval(open_index(folder, backend=backend), load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size)
 
 
-def eval_ann(folder: PathLike, n_queries: int = 200, query_file: PathLike | None = None, k: int = 10, seed: int = 0, batch_size: int = 64):
-    """An index's recall@k against exact search over its re-encoded texts, and its QPS."""
+def eval_ann(
+    folder: PathLike, n_queries: int = 200, query_file: PathLike | None = None, k: int = 10, seed: int = 0, batch_size: int = 64,
+    backend: str | None = None,
+):
+    """An index's recall@k against exact search over its re-encoded texts (index's backend unless told), and its QPS."""
     from eval.ann import evaluate_ann
 
     texts = [doc.text for doc in read_corpus(CorpusSpec(Path(query_file)))] if query_file else None
-    return evaluate_ann(open_index(folder), n_queries, k, texts, seed, batch_size)
+    return evaluate_ann(open_index(folder, backend=backend), n_queries, k, texts, seed, batch_size)
+
+
+def bench_encode(
+    data: CorpusSpec | PathLike | None = None, sts: str | None = None, model: str | None = None, backends: Sequence[str] | None = None,
+    batch_size: int = 64, repeats: int = 3, limit: int | None = None, work: PathLike | None = None, log=None,
+):
+    """Encoding speed, peak RSS and quality per backend on `data`'s texts (or the sentences of `sts`, FILE[:SPLIT])."""
+    import tempfile
+
+    from eval.encode_speed import BENCH_BACKENDS, BenchConfig, run_bench
+
+    if data is None and sts is None:
+        raise UsageError("give --data FILE (sentences to time), --sts FILE[:SPLIT] (pairs for Spearman), or both")
+    pairs = None
+    if sts is not None:
+        path, split = parse_data_arg(str(sts), "test")
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+        pairs = load_sts(path, split)
+    if data is not None:
+        spec = _corpus(data)
+        scan_corpus(spec)
+        texts = [doc.text for doc in read_corpus(spec)]
+    else:
+        texts = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
+    with tempfile.TemporaryDirectory(prefix="simsearch-bench-") as scratch:
+        config = BenchConfig(Path(work or scratch), model, tuple(backends or BENCH_BACKENDS), batch_size, repeats)
+        return run_bench(texts[:limit], config, pairs, log)
 
 
 def make_stsb_retrieval(output: PathLike, data_dir: PathLike, min_score: float = 4.0, overwrite: bool = False):
@@ -209,6 +245,6 @@ def sweep(
 
 
 __all__ = [
-    "QueryResult", "add", "build", "encode_file", "eval_ann", "eval_retrieval", "eval_sts", "info", "load_encoder",
+    "QueryResult", "add", "bench_encode", "build", "encode_file", "eval_ann", "eval_retrieval", "eval_sts", "info", "load_encoder",
     "make_stsb_retrieval", "open_index", "query", "reduce", "remove", "report", "sweep", "train",
 ]

@@ -98,7 +98,7 @@ def test_add_remove_and_upsert(tmp_path, docs, tiny_model_dir, index_type):
     assert snapshot(out) == before
 
     manifest = api.add(out, CorpusSpec(clash), upsert=True)
-    assert manifest.document_count == 303 and manifest.source["updates"][-1] == {"added": 1, "replaced": 1, "corpus": str(clash.resolve())}
+    assert manifest.document_count == 303 and manifest.source["updates"][-1] == {"added": 1, "replaced": 1, "corpus": str(clash.resolve()), "backend": "torch"}
     searcher = api.open_index(out)
     hit = searcher.search(["rain in the city"], k=1)[0][0]
     assert (hit.id, hit.text, hit.score) == (5000, "rain in the city", pytest.approx(1.0, abs=1e-5))

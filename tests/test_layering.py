@@ -20,7 +20,8 @@ ALLOWED = {
     "distributed": {"common", "errors", "embedder", "index", "eval", "simsearch"},
     "cli_options": {"common", "errors", "embedder", "index"},
     "cli_models": {"cli_options", "common", "errors", "embedder", "simsearch"},
-    "cli": {"cli_models", "cli_options", "common", "errors", "embedder", "index", "eval", "simsearch", "server", "distributed"},
+    "cli_bench": {"cli_options", "common", "errors", "eval", "simsearch"},
+    "cli": {"cli_bench", "cli_models", "cli_options", "common", "errors", "embedder", "index", "eval", "simsearch", "server", "distributed"},
 }
 
 

@@ -310,7 +310,7 @@ class FlakyEncoder:
 
 
 def test_failing_or_slow_batches_fail_only_their_requests(folders):
-    registry = Registry.load([folders["docs"]], make_encoder=lambda manifest: FlakyEncoder(index_encoder(manifest)))
+    registry = Registry.load([folders["docs"]], make_encoder=lambda manifest, backend: FlakyEncoder(index_encoder(manifest, backend=backend)))
     with serving(config_for(folders, ("docs",), batch_timeout_s=0.5), registry) as url, httpx.Client(base_url=url, timeout=30) as client:
         crashed = client.post("/search", json={"queries": ["explode the dog"]})
         assert crashed.status_code == 503 and "encoder crashed" in crashed.json()["detail"]
