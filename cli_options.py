@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import click
 
-from common.corpus import FORMATS
+from common.corpus import FORMATS, CorpusSpec
 from embedder.backends import BACKENDS
 from errors import SimsearchError, UsageError
 from index.plan import GPU_MODES
@@ -26,6 +27,20 @@ class SimsearchGroup(click.Group):
         except SimsearchError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # the system refused (disk full, read-only, permissions, name too long): one line, exit 1
+            if exc.errno is None:
+                raise
+            click.echo(f"Error: {os_error_line(exc)}", err=True)
+            ctx.exit(1)
+        except sqlite3.OperationalError as exc:  # SQLite's word for a full or read-only disk
+            click.echo(f"Error: SQLite: {exc}", err=True)
+            ctx.exit(1)
+
+
+def os_error_line(exc: OSError) -> str:
+    """`FILE: reason` for an error of the operating system."""
+    files = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{files}: {exc.strerror}" if files else str(exc.strerror or exc)
 
 
 def corpus_options(func):
@@ -47,6 +62,13 @@ def backend_option(default: str | None):
     """--backend: which encoder runtime embeds the text (an index remembers its own)."""
     told = f"[default: {default}]" if default else "[default: the one the index was built with]"
     return click.option("--backend", type=click.Choice(BACKENDS), default=default, help=f"Encoder runtime {told}.")
+
+
+def lock_timeout_option(func):
+    return click.option(
+        "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+        help="Give up when another writer holds DIR's lock this long [default: wait].",
+    )(func)
 
 
 def batch_size_option(func):
@@ -126,3 +148,14 @@ def reduce_options(func):
     func = click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the reduced model.")(func)
     func = click.option("--dim", type=DimType(), required=True, help="Output dimension, or 'auto': the smallest sweep dim keeping --target of the full-dim score.")(func)
     return func
+
+
+def run_reduction(method: str, model: str, fit: Path | None, spec_options: tuple, output: Path, data: Path | None, split: str, **options) -> None:
+    """`reduce whiten` and `reduce jl`: reduce, save, print what was chosen and guaranteed."""
+    from embedder.reduce_model import ReduceConfig
+    from simsearch.api import reduce
+
+    spec = CorpusSpec(fit, *spec_options) if fit is not None else None
+    outcome = reduce(method, model, output, ReduceConfig(method=method, **options), spec, data, split)
+    for line in outcome.summary(output):
+        click.echo(line, err=True)

@@ -6,6 +6,7 @@ and the ONNX backend use it without paying for those imports.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {None, "", "default", "all-MiniLM-L6-v2", DEFAULT_MODEL_NAME}
 # Written by `simsearch reduce` into a reduced model folder.
 REDUCTION_MARKER = "simsearch_reduction.json"
+# Fingerprints read files up to this size whole, and the first and last this many bytes of larger ones (weights).
+_FINGERPRINT_WHOLE = 1 << 20
 
 
 def default_model_path() -> Path:
@@ -59,3 +62,27 @@ def reduction_of(model_name: str | None) -> dict[str, Any] | None:
         return json_object(marker.read_text(encoding="utf-8"), str(marker))
     except UnicodeDecodeError:
         raise DataError(f"{marker}: not valid UTF-8") from None
+
+
+def model_fingerprint(name: str | None) -> str | None:
+    """sha256 over a local model folder's files (names, sizes, contents; large weight files by size, head and tail).
+
+    Cheap (a few MB read) and independent of mtimes, so a copied folder keeps its
+    fingerprint while retrained or re-reduced weights (even at the same dimension)
+    change it. Documentation (*.md) and hidden files do not count. None for a hub name.
+    """
+    folder = Path(resolve_model(name))
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".md" and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with open(path, "rb") as handle:
+            if size <= 2 * _FINGERPRINT_WHOLE:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(_FINGERPRINT_WHOLE))
+                handle.seek(size - _FINGERPRINT_WHOLE)
+                digest.update(handle.read(_FINGERPRINT_WHOLE))
+    return digest.hexdigest()

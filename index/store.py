@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from common.corpus import Document
+from errors import DataError
 
 STORE_NAME = "docs.sqlite"
 
@@ -35,11 +36,21 @@ class DocStore:
     @classmethod
     def open(cls, path: Path) -> DocStore:
         """Open read-only, so a query can never change an index."""
-        return cls(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False))
+        return cls._checked(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False), path)
 
     @classmethod
     def open_writable(cls, path: Path) -> DocStore:
-        return cls(sqlite3.connect(path))
+        return cls._checked(sqlite3.connect(path), path)
+
+    @classmethod
+    def _checked(cls, db: sqlite3.Connection, path: Path) -> DocStore:
+        """The store, once SQLite has read its `docs` table: a damaged or foreign file is a one-line DataError."""
+        try:
+            db.execute("SELECT id, text, metadata FROM docs LIMIT 0")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise DataError(f"{path}: not a simsearch document store ({exc})") from None
+        return cls(db)
 
     def add(self, documents: Iterable[Document], replace: bool = False) -> None:
         """Insert documents in one transaction; `replace` overwrites rows whose id exists (upsert, resumed builds)."""
@@ -90,6 +101,10 @@ class DocStore:
         ids = [row[0] for row in self._db.execute("SELECT id FROM docs ORDER BY id")]
         picked = np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False)
         return {int(i): text for i, (text, _) in self.get([ids[j] for j in sorted(picked)]).items()}
+
+    def largest_id(self) -> int:
+        """The largest id stored, -1 when empty."""
+        return int(self._db.execute("SELECT COALESCE(MAX(id), -1) FROM docs").fetchone()[0])
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
