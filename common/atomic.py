@@ -130,12 +130,13 @@ def _name_max(folder: Path) -> int:
 
 
 def fsync_tree(folder: Path) -> None:
-    """Flush every file of `folder` (one level: index folders are flat) and the folder itself to disk."""
-    for child in Path(folder).iterdir():
-        if child.is_file() and not child.is_symlink():
-            with open(child, "rb") as handle:
-                os.fsync(handle.fileno())
-    fsync_dir(folder)
+    """Flush every file and folder under `folder` (the folder itself last) to disk."""
+    for root, _, names in os.walk(folder, topdown=False):
+        for name in names:
+            if not os.path.islink(os.path.join(root, name)):
+                with open(os.path.join(root, name), "rb") as handle:
+                    os.fsync(handle.fileno())
+        fsync_dir(Path(root))
 
 
 def fsync_dir(folder: Path) -> None:
@@ -232,8 +233,10 @@ def read_consistently(path: Path, load: Callable[[Path], T]) -> T:
         resolved = Path(os.path.realpath(path))
         try:
             return load(resolved)
-        except (SimsearchError, OSError):
-            if attempt == READ_RETRIES - 1 or Path(os.path.realpath(path)) == resolved and resolved.exists():
+        except (SimsearchError, OSError) as exc:  # retried only when a writer swapped the link meanwhile
+            if attempt == READ_RETRIES - 1 or Path(os.path.realpath(path)) == resolved:
+                if isinstance(exc, SimsearchError) and resolved != path.absolute():  # name the folder the user gave, not its version
+                    raise type(exc)(str(exc).replace(str(resolved), str(path))) from None
                 raise
     raise AssertionError("unreachable")
 
@@ -275,9 +278,23 @@ def atomic_update(folder: Path, lock_timeout: float | None = None) -> Iterator[P
             shutil.copytree(folder, work, dirs_exist_ok=True)
             yield work
             publish_version(work, folder)
+        except SimsearchError as exc:  # name the index, not its temporary copy
+            shutil.rmtree(work, ignore_errors=True)
+            raise type(exc)(str(exc).replace(str(work), str(folder))) from None
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an operating-system error raised while writing `path` its file name (a failed write() carries none)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 @contextmanager
@@ -291,7 +308,7 @@ def atomic_file(target: Path) -> Iterator[BinaryIO]:
         raise UsageError(f"{target}: folder {target.parent} does not exist")
     handle = tempfile.NamedTemporaryFile(prefix=f".{target.name}.tmp-", dir=target.parent, delete=False)
     try:
-        with handle:
+        with naming(target), handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from common.corpus import Document
-from errors import DataError
+from errors import DataError, SimsearchError
 
 STORE_NAME = "docs.sqlite"
 
@@ -24,14 +24,15 @@ def json_path(field: str) -> str:
 class DocStore:
     """Texts and metadata of an index; vectors live in FAISS, everything readable lives here."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path | None = None) -> None:
         self._db = connection
+        self.path = path
 
     @classmethod
     def create(cls, path: Path) -> DocStore:
         db = sqlite3.connect(path)
         db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)")
-        return cls(db)
+        return cls(db, path)
 
     @classmethod
     def open(cls, path: Path) -> DocStore:
@@ -50,14 +51,17 @@ class DocStore:
         except sqlite3.DatabaseError as exc:
             db.close()
             raise DataError(f"{path}: not a simsearch document store ({exc})") from None
-        return cls(db)
+        return cls(db, path)
 
     def add(self, documents: Iterable[Document], replace: bool = False) -> None:
         """Insert documents in one transaction; `replace` overwrites rows whose id exists (upsert, resumed builds)."""
         rows = ((d.id, d.text, json.dumps(d.metadata, ensure_ascii=False) if d.metadata else None) for d in documents)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        with self._db:
-            self._db.executemany(f"{verb} INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+        try:
+            with self._db:
+                self._db.executemany(f"{verb} INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+        except sqlite3.OperationalError as exc:  # SQLite's report of a full or read-only disk
+            raise SimsearchError(f"{self.path}: SQLite could not write it ({exc}): is the disk full or read-only?") from None
 
     def remove(self, ids: Sequence[int]) -> None:
         with self._db:

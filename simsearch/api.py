@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_file, check_output_place, check_target
+from common.atomic import atomic_file, check_output_place, check_target, naming
 from common.corpus import CorpusSpec, read_corpus, scan_corpus
 from common.encoder import Encoder
 from common.sts_data import load_sts, parse_data_arg
@@ -185,7 +185,8 @@ def report(inputs: Sequence[PathLike], output: PathLike, title: str = "Results")
     from eval.report import write_report
 
     check_output_place(Path(output))
-    return write_report([Path(p) for p in inputs], Path(output), title)
+    with naming(Path(output)):
+        return write_report([Path(p) for p in inputs], Path(output), title)
 
 
 def train(config: Any):

@@ -72,7 +72,7 @@ def write_loop(index: Path, corpus: Path, seed: int) -> None:
 
 
 def read_loop(index: Path, seconds: float, stop: Path) -> None:
-    """Open and search `index` until `stop` exists (or `seconds` pass); print {"loads", "errors", "first_error"}."""
+    """Open and search `index` until `stop` exists (or `seconds` pass); print 'ready' after the first load, then {"loads", "errors", "first_error"}."""
     encoder, loads, errors, first = HashEncoder(), 0, 0, None
     query = encoder.encode(["the dog runs in the park 3"])
     deadline = time.monotonic() + seconds
@@ -85,6 +85,8 @@ def read_loop(index: Path, seconds: float, stop: Path) -> None:
                 raise AssertionError(f"ids {found[0].tolist()} but texts for {sorted(hits)}")
             searcher.store.close()
             loads += 1
+            if loads == 1:
+                print("ready", flush=True)
         except Exception as exc:  # counted and reported: the test asserts there are none
             errors += 1
             first = first or f"{type(exc).__name__}: {exc}"

@@ -194,6 +194,16 @@ def symlink_loop(env: Env, monkeypatch) -> Case:
     return Case(["index", "build", write(env.tmp / "c.txt", "a dog\n"), "-o", env.tmp / "loop", "--model", env.model], 2, ("loop", "symbolic link loop"))
 
 
+def read_only_folder(env: Env, monkeypatch) -> Case:
+    """An output folder the user may not write (root ignores file modes, so this case needs an ordinary user)."""
+    if os.geteuid() == 0:
+        pytest.skip("root may write any folder")
+    folder = env.tmp / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return Case(["index", "build", write(env.tmp / "c.txt", "a dog\n"), "-o", folder / "idx", "--model", env.model], 2, ("ro", "is not writable"))
+
+
 def disk_full(command: str) -> Callable[[Env, object], Case]:
     def make(env: Env, monkeypatch) -> Case:
         corpus = write(env.tmp / "c.txt", corpus_lines(400))
@@ -204,7 +214,8 @@ def disk_full(command: str) -> Callable[[Env, object], Case]:
             "encode": ["encode", corpus, "-o", env.tmp / "out.npy", "--model", env.model],
             "report": ["report", write(env.tmp / "r.json", json.dumps({"spearman": 0.5, "pearson": 0.5, "n": 3, "data": "x" * 60000})), "-o", env.tmp / "r.md"],
         }[command]
-        return Case(args, 1, ("File too large",) if command != "add" else ("",), [idx, corpus], disk_limit=20_000)
+        named = {"build": "new", "add": "docs.sqlite", "encode": "out.npy", "report": "r.md"}[command]
+        return Case(args, 1, (named, "File too large" if command != "add" else "SQLite could not write it"), [idx, corpus], disk_limit=20_000)
 
     return make
 
@@ -239,6 +250,7 @@ CASES: dict[str, Callable[[Env, object], Case]] = {
     "remove-id-above-int64": _case(lambda e: Case(["index", "remove", e.index(), str(2**64)], 2, ("18446744073709551616", "outside 0"), [e.tmp / "idx"])),
     "output-name-too-long": _case(lambda e: Case(["index", "build", write(e.tmp / "c.txt", "a dog\n"), "-o", e.tmp / ("x" * 240), "--model", e.model], 2, ("output name too long",))),
     "output-symlink-loop": symlink_loop,
+    "output-folder-read-only": read_only_folder,
     "output-under-a-file": _case(lambda e: Case(["index", "build", write(e.tmp / "c.txt", "a dog\n"), "-o", e.tmp / "c.txt" / "idx", "--model", e.model], 2, ("c.txt", "is not a folder"), [e.tmp / "c.txt"])),
     "encode-output-folder-missing": _case(lambda e: Case(["encode", write(e.tmp / "c.txt", "a dog\n"), "-o", e.tmp / "missing" / "x.npy", "--model", e.model], 2, ("missing", "does not exist"))),
     "add-txt-clash-message": _case(lambda e: Case(["index", "add", e.index(), write(e.tmp / "c.jsonl", '{"id": 3, "text": "a dog"}\n')], 2, ("c.jsonl", "1 id(s) already in", "--upsert"), [e.tmp / "idx"])),

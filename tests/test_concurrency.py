@@ -168,6 +168,7 @@ def test_readers_never_see_a_missing_or_half_swapped_index(tmp_path, corpus):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reader = subprocess.Popen([sys.executable, str(WORKERS), "read", str(idx), "120", str(stop)], env=env, stdout=subprocess.PIPE, text=True)
     extra, ids = extra_corpus(tmp_path, 0)
+    assert reader.stdout.readline().strip() == "ready"
     try:
         for swap in range(SWAPS):
             if swap % 2 == 0:
@@ -178,4 +179,4 @@ def test_readers_never_see_a_missing_or_half_swapped_index(tmp_path, corpus):
         stop.touch()
     report = json.loads(reader.communicate(timeout=120)[0])
     assert report["errors"] == 0, report["first_error"]
-    assert report["loads"] >= SWAPS // 5
+    assert report["loads"] >= SWAPS // 5, report  # the reader really ran during the swaps
