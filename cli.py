@@ -15,7 +15,8 @@ import click
 from cli_bench import bench
 from cli_models import reduce_group, train
 from cli_options import (
-    IN_FILE, MODEL_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, gpu_option, json_line, parse_columns, parse_where,
+    IN_FILE, MODEL_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, gpu_option, json_line, lock_timeout_option,
+    parse_columns, parse_where,
 )
 from common.corpus import CorpusSpec
 from embedder.backends import DEFAULT_BACKEND
@@ -67,9 +68,10 @@ def index() -> None:
               help="Recall@10 vs exact search that nprobe/efSearch are tuned to reach on held-out queries.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of --output from its last completed chunk.")
 @gpu_option
+@lock_timeout_option
 def index_build(
     corpus: Path, output: Path, model: str | None, backend: str, batch_size: int, text_column: str, id_column: str | None, fmt: str | None,
-    overwrite: bool, index_type: str, max_memory: str, target_recall: float, resume: bool, gpu: str,
+    overwrite: bool, index_type: str, max_memory: str, target_recall: float, resume: bool, gpu: str, lock_timeout: float | None,
 ) -> None:
     """Embed CORPUS and write an index folder (cosine similarity) to --output.
 
@@ -80,7 +82,7 @@ def index_build(
     from index.build import BuildConfig
     from simsearch.api import build
 
-    config = BuildConfig(batch_size, overwrite, index_type=index_type, max_memory=max_memory, target_recall=target_recall, resume=resume, gpu=gpu)
+    config = BuildConfig(batch_size, overwrite, index_type=index_type, max_memory=max_memory, target_recall=target_recall, resume=resume, gpu=gpu, lock_timeout=lock_timeout)
     manifest = build(CorpusSpec(corpus, text_column, id_column, fmt), output, config, model, backend)
     blank = manifest.source.get("blank_lines_skipped", 0)
     click.echo(f"indexed {manifest.document_count} documents ({blank} blank lines skipped) into {output}", err=True)
@@ -94,20 +96,26 @@ def index_build(
 @corpus_options
 @click.option("--upsert", is_flag=True, help="Replace documents whose id is already in the index (default: that is an error).")
 @backend_option(None)
-def index_add(folder: Path, corpus: Path, batch_size: int, text_column: str, id_column: str | None, fmt: str | None, upsert: bool, backend: str | None) -> None:
-    """Encode CORPUS with DIR's model and add it to index DIR (texts and vectors change together, atomically)."""
+@lock_timeout_option
+def index_add(
+    folder: Path, corpus: Path, batch_size: int, text_column: str, id_column: str | None, fmt: str | None, upsert: bool, backend: str | None,
+    lock_timeout: float | None,
+) -> None:
+    """Encode CORPUS with DIR's model and add it to index DIR, atomically; documents without ids get fresh ones after DIR's largest."""
     from simsearch.api import add
 
-    manifest = add(folder, CorpusSpec(corpus, text_column, id_column, fmt), upsert, batch_size, backend=backend)
+    manifest = add(folder, CorpusSpec(corpus, text_column, id_column, fmt), upsert, batch_size, backend=backend, lock_timeout=lock_timeout)
     change = manifest.source["updates"][-1]
-    click.echo(f"added {change['added']}, replaced {change['replaced']}: {folder} now holds {manifest.document_count} documents", err=True)
+    fresh = f" (new ids {change['fresh_ids'][0]}–{change['fresh_ids'][1]})" if "fresh_ids" in change else ""
+    click.echo(f"added {change['added']}{fresh}, replaced {change['replaced']}: {folder} now holds {manifest.document_count} documents", err=True)
 
 
 @index.command("remove")
 @click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
 @click.option("--ids-file", type=IN_FILE, help="File with one id per line.")
-def index_remove(folder: Path, ids: tuple[int, ...], ids_file: Path | None) -> None:
+@lock_timeout_option
+def index_remove(folder: Path, ids: tuple[int, ...], ids_file: Path | None, lock_timeout: float | None) -> None:
     """Remove documents by id from index DIR (an id not in the index is an error; nothing changes then).
 
     On HNSW indexes removed vectors are tombstoned (excluded from every search) and
@@ -119,8 +127,17 @@ def index_remove(folder: Path, ids: tuple[int, ...], ids_file: Path | None) -> N
     if bool(ids) == (ids_file is not None):
         raise UsageError("give ids as arguments or --ids-file FILE (exactly one)")
     wanted = list(ids) if ids else read_ids_file(ids_file)
-    manifest = remove(folder, wanted)
+    manifest = remove(folder, wanted, lock_timeout)
     click.echo(f"removed {len(set(wanted))}: {folder} now holds {manifest.document_count} documents", err=True)
+
+
+@index.command("verify")
+@click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
+def index_verify(folder: Path) -> None:
+    """Check index DIR in full: each file against the sha256 its manifest records, SQLite's integrity check, counts."""
+    from simsearch.api import verify
+
+    click.echo(f"ok: {folder}: {verify(folder).summary()}", err=True)
 
 
 @index.command("info")
@@ -233,6 +250,8 @@ def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: b
     except ValueError:
         raise UsageError(f"--k must be comma-separated integers, got {ks!r}") from None
     result = run_eval(folder, queries, qrels, cutoffs, batch_size, backend)
+    if result.unknown_docs:
+        click.echo(f"warning: {result.unknown_docs} judged document id(s) of {qrels} are not in {folder} (they count as misses)", err=True)
     if as_json:
         json_line({**result.metrics, "queries": result.queries, "index": str(folder), "model": result.model})
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import click
@@ -27,6 +28,20 @@ class SimsearchGroup(click.Group):
         except SimsearchError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # the system refused (disk full, read-only, permissions, name too long): one line, exit 1
+            if exc.errno is None:
+                raise
+            click.echo(f"Error: {os_error_line(exc)}", err=True)
+            ctx.exit(1)
+        except sqlite3.OperationalError as exc:  # SQLite's word for a full or read-only disk
+            click.echo(f"Error: SQLite: {exc}", err=True)
+            ctx.exit(1)
+
+
+def os_error_line(exc: OSError) -> str:
+    """`FILE: reason` for an error of the operating system."""
+    files = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{files}: {exc.strerror}" if files else str(exc.strerror or exc)
 
 
 def corpus_options(func):
@@ -48,6 +63,13 @@ def backend_option(default: str | None):
     """--backend: which encoder runtime embeds the text (an index remembers its own)."""
     told = f"[default: {default}]" if default else "[default: the one the index was built with]"
     return click.option("--backend", type=click.Choice(BACKENDS), default=default, help=f"Encoder runtime {told}.")
+
+
+def lock_timeout_option(func):
+    return click.option(
+        "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+        help="Give up when another writer holds DIR's lock this long [default: wait].",
+    )(func)
 
 
 def batch_size_option(func):

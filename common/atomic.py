@@ -1,74 +1,300 @@
-"""Safe writes: build a folder or file in a temporary sibling, then rename it into place."""
+"""Safe writes: one writer lock per folder, folders built beside their target and swapped in atomically, durable renames.
+
+A folder (a model, a data set) is built beside its target and exchanged with it
+in one step (`swap_into_place`). An index folder `DIR` is a symbolic link to a versioned sibling `.DIR.v-XXXX`; a
+writer builds the next version beside it and replaces the link with one
+`rename(2)`, so a reader sees the old or the new version, never a missing or
+half-written one. A folder from an older simsearch (a real directory) is turned
+into a link on its first write (atomically where the kernel has `renameat2`).
+Every writer of `DIR` holds the lock `.DIR.lock` (`writer_lock`) from before it
+reads anything its write depends on until after the swap.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
-from errors import UsageError
+from errors import SimsearchError, UsageError
+
+T = TypeVar("T")
+LOCK_POLL_SECONDS = 0.05
+READ_RETRIES = 5
+# Longest name simsearch adds to a target's name for its siblings (".NAME.v-" + 32 hex digits, ".NAME.partial").
+_SIBLING_OVERHEAD = 42
+_held = threading.local()  # lock files this thread holds (the lock is re-entrant within one thread)
+
+
+class LockTimeout(SimsearchError):
+    """Another writer held a folder's lock for longer than --lock-timeout."""
+
+
+def lock_path(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.lock"
+
+
+def writer_folder(path: Path) -> Path:
+    """The folder a writer of `path` works on: a user's own symlink is followed, simsearch's version link is kept."""
+    path = Path(path).absolute()
+    if not path.is_symlink() or _is_version_link(path):
+        return path
+    try:
+        return path.resolve(strict=True)
+    except (RuntimeError, OSError) as exc:  # a loop raises RuntimeError before Python 3.13, OSError(ELOOP) after
+        if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+            raise UsageError(f"{path}: is a symbolic link loop") from None
+        raise UsageError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist") from None
+
+
+@contextmanager
+def writer_lock(folder: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold the one writer lock of `folder` (build, add, remove, server and Ray writers all take it).
+
+    Says once on stderr that it waits when another writer holds it; after `timeout`
+    seconds (None: wait for ever) it gives up with a one-line `LockTimeout`.
+    Re-entrant within a thread; other threads and processes wait.
+    """
+    path = lock_path(Path(folder).absolute())
+    held: set[Path] = _held.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        _acquire(handle, folder, timeout)
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+
+
+def _acquire(handle, folder: Path, timeout: float | None) -> None:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        print(f"waiting for the writer lock on {folder} (another simsearch is writing it)…", file=sys.stderr, flush=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"{folder}: another writer still holds {lock_path(Path(folder))} after {timeout:g} s (--lock-timeout)") from None
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 def check_target(target: Path, overwrite: bool) -> None:
-    """Fail early, before any work, if `target` exists and may not be replaced."""
+    """Fail early, before any work, if `target` may not be (re)placed: exists without overwrite, not a folder, unwritable place, name too long."""
+    target = writer_folder(target)
     if target.exists() and not overwrite:
         raise UsageError(f"{target}: already exists (pass --overwrite to replace it)")
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target}: exists and is not a folder")
+    check_output_place(target)
+
+
+def check_output_place(target: Path) -> None:
+    """Fail in a second, not after hours of work, when `target` could never be written: name too long, parent not a folder."""
+    target = Path(target).absolute()
+    limit = _name_max(target.parent) - _SIBLING_OVERHEAD
+    if len(os.fsencode(target.name)) > limit:
+        raise UsageError(f"{target.name[:40]}…: output name too long ({len(os.fsencode(target.name))} bytes; at most {limit})")
+    existing = next(p for p in (target.parent, *target.parent.parents) if p.exists() or p.is_symlink())
+    if not existing.is_dir():
+        raise UsageError(f"{target}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{target}: folder {existing} is not writable")
+
+
+def _name_max(folder: Path) -> int:
+    existing = next((p for p in (folder, *folder.parents) if p.is_dir()), Path("/"))
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under `folder` (the folder itself last) to disk."""
+    for root, _, names in os.walk(folder, topdown=False):
+        for name in names:
+            if not os.path.islink(os.path.join(root, name)):
+                with open(os.path.join(root, name), "rb") as handle:
+                    os.fsync(handle.fileno())
+        fsync_dir(Path(root))
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames inside `folder` durable (what SQLite and FAISS users do before trusting a rename)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _version_prefix(target: Path) -> str:
+    return f".{target.name}.v-"
+
+
+def _is_version_link(path: Path) -> bool:
+    return path.is_symlink() and os.readlink(path).startswith(_version_prefix(path)) and "/" not in os.readlink(path)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two names in one step with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def swap_into_place(work: Path, target: Path) -> None:
-    """Move the finished folder `work` to `target`, replacing any old `target` by renames only."""
-    if target.exists():
+    """Replace the folder `target` by the finished folder `work`: synced, then exchanged in one step where the kernel can."""
+    fsync_tree(work)
+    if target.is_dir() and not target.is_symlink() and _exchange(work, target):
+        shutil.rmtree(work, ignore_errors=True)  # `work` now holds the old folder
+    elif target.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, retired / "index")
+        os.replace(target, retired / "old")
         os.replace(work, target)
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(work, target)
+    fsync_dir(target.parent)
+
+
+def publish_version(work: Path, target: Path) -> None:
+    """Publish the finished index folder `work` as `target`: durable on disk, then one atomic swap of the link `target`.
+
+    Call under `writer_lock(target)`. The version just replaced is kept until the
+    next swap, so a reader that resolved the link a moment ago can finish loading;
+    older versions (and any a killed writer left unpublished) are removed.
+    """
+    target = Path(target).absolute()
+    fsync_tree(work)
+    version = target.parent / f"{_version_prefix(target)}{uuid.uuid4().hex}"
+    os.replace(work, version)
+    link = target.parent / f".{target.name}.link-{uuid.uuid4().hex}"
+    os.symlink(version.name, link)
+    previous = os.readlink(target) if _is_version_link(target) else None
+    if target.is_dir() and not target.is_symlink():  # an older simsearch's plain folder becomes a version itself
+        previous = f"{_version_prefix(target)}{uuid.uuid4().hex}"
+        if _exchange(link, target):
+            os.replace(link, target.parent / previous)
+        else:
+            os.replace(target, target.parent / previous)
+            os.replace(link, target)
+    else:
+        os.replace(link, target)
+    fsync_dir(target.parent)
+    for stale in target.parent.glob(f"{_version_prefix(target)}*"):
+        if stale.name not in (version.name, previous):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def clean_stale(target: Path) -> list[str]:
+    """Remove what killed writers left beside `target` (temporary copies, links, unpublished versions); call under its lock.
+
+    Returns the names removed (and says so on stderr). `.NAME.partial` is kept: it is a build's resumable progress.
+    """
+    target = Path(target).absolute()
+    removed = []
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.link-*", f".{target.name}.old-*"):
+        for stale in target.parent.glob(pattern):
+            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+            removed.append(stale.name)
+    if removed:
+        print(f"removed {len(removed)} stale temporary item(s) left by an interrupted writer of {target.name}: {', '.join(sorted(removed))}", file=sys.stderr)
+    return removed
+
+
+def read_consistently(path: Path, load: Callable[[Path], T]) -> T:
+    """`load(version folder)` with the link of `path` resolved once, retried if a writer swapped and pruned it meanwhile."""
+    path = Path(path)
+    for attempt in range(READ_RETRIES):
+        resolved = Path(os.path.realpath(path))
+        try:
+            return load(resolved)
+        except (SimsearchError, OSError) as exc:  # retried only when a writer swapped the link meanwhile
+            if attempt == READ_RETRIES - 1 or Path(os.path.realpath(path)) == resolved:
+                if isinstance(exc, SimsearchError) and resolved != path.absolute():  # name the folder the user gave, not its version
+                    raise type(exc)(str(exc).replace(str(resolved), str(path))) from None
+                raise
+    raise AssertionError("unreachable")
 
 
 @contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `target` in one rename.
+    """Yield an empty temporary folder; on success it replaces `target` in one swap (under its writer lock).
 
     On any exception the temporary folder is removed and `target` is untouched,
     so a crash never leaves a half-written folder at `target`.
     """
     check_target(target, overwrite)
+    target = writer_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield work
-        swap_into_place(work, target)
+        with writer_lock(target):
+            check_target(target, overwrite)
+            swap_into_place(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
 
 
 @contextmanager
-def atomic_update(folder: Path) -> Iterator[Path]:
-    """Yield a copy of `folder` to modify; on success it replaces `folder` in one rename.
+def atomic_update(folder: Path, lock_timeout: float | None = None) -> Iterator[Path]:
+    """Yield a copy of the index folder `folder` to modify; on success it is published as the new version in one swap.
 
-    On any exception `folder` is left exactly as it was. A lock file beside the
-    folder makes concurrent updates wait instead of losing one another's changes.
+    Holds `folder`'s writer lock throughout; callers that read what the change
+    depends on (ids, manifest) must take `writer_lock` before reading it.
+    On any exception `folder` is left exactly as it was.
     """
-    lock_path = folder.parent / f".{folder.name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = writer_folder(folder)
+    with writer_lock(folder, lock_timeout):
+        clean_stale(folder)
         work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         try:
             shutil.copytree(folder, work, dirs_exist_ok=True)
             yield work
-            swap_into_place(work, folder)
+            publish_version(work, folder)
+        except SimsearchError as exc:  # name the index, not its temporary copy
+            shutil.rmtree(work, ignore_errors=True)
+            raise type(exc)(str(exc).replace(str(work), str(folder))) from None
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an operating-system error raised while writing `path` its file name (a failed write() carries none)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 @contextmanager
@@ -82,11 +308,12 @@ def atomic_file(target: Path) -> Iterator[BinaryIO]:
         raise UsageError(f"{target}: folder {target.parent} does not exist")
     handle = tempfile.NamedTemporaryFile(prefix=f".{target.name}.tmp-", dir=target.parent, delete=False)
     try:
-        with handle:
+        with naming(target), handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, target)
+        fsync_dir(target.parent)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise

@@ -19,7 +19,8 @@ from errors import DataError, UsageError
 
 FORMATS = ("text", "tsv", "csv", "jsonl")
 _EXTENSIONS = {".txt": "text", ".text": "text", ".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_INT64 = (-(2**63), 2**63 - 1)
+# Ids are non-negative int64: FAISS returns -1 for "no hit", so a negative id could never be found.
+ID_RANGE = (0, 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Document:
     id: int
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    numbered: bool = False  # the id is the line number (no id in the file): `index add` gives such documents fresh ids
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def json_object(text: str, where: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise DataError(f"{where}: expected a JSON object, found {type(value).__name__}")
     return value
@@ -92,8 +96,8 @@ def _parse_id(value: Any, where: str, column: str) -> int:
         number = int(value)
     except ValueError:
         raise DataError(f"{where}: {column} {value!r} is not an integer") from None
-    if not _INT64[0] <= number <= _INT64[1]:
-        raise DataError(f"{where}: {column} {value!r} does not fit in int64")
+    if not ID_RANGE[0] <= number <= ID_RANGE[1]:
+        raise DataError(f"{where}: {column} {value!r} is outside 0 … 2^63-1 (ids are non-negative int64)")
     return number
 
 
@@ -103,12 +107,13 @@ def _read_text(spec: CorpusSpec, stats: CorpusStats) -> Iterator[Document]:
         if not text:
             stats.blank += 1
             continue
-        yield Document(lineno, text)
+        yield Document(lineno, text, numbered=True)
 
 
 def _header_index(spec: CorpusSpec, header: list[str], column: str, option: str) -> int:
     if column not in header:
-        raise UsageError(f"{spec.path}:1: no column {column!r} for {option} (columns: {', '.join(header)})")
+        shown = ", ".join(name if name.isprintable() else repr(name) for name in header)
+        raise UsageError(f"{spec.path}:1: no column {column!r} for {option} (columns: {shown})")
     return header.index(column)
 
 
@@ -141,7 +146,7 @@ def _read_table(spec: CorpusSpec, stats: CorpusStats, delimiter: str) -> Iterato
         doc_id = _parse_id(row[id_at], where, spec.id_column) if id_at is not None else lineno
         skip = {text_at, id_at}
         metadata = {name: row[i] for i, name in enumerate(header) if i not in skip}
-        yield Document(doc_id, text, metadata)
+        yield Document(doc_id, text, metadata, numbered=id_at is None)
 
 
 def _read_jsonl(spec: CorpusSpec, stats: CorpusStats) -> Iterator[Document]:
@@ -163,7 +168,7 @@ def _read_jsonl(spec: CorpusSpec, stats: CorpusStats) -> Iterator[Document]:
             stats.blank += 1
             continue
         doc_id = lineno if raw_id is None else _parse_id(raw_id, where, id_field)
-        yield Document(doc_id, text.strip(), record)
+        yield Document(doc_id, text.strip(), record, numbered=raw_id is None)
 
 
 def read_corpus(spec: CorpusSpec, stats: CorpusStats | None = None) -> Iterator[Document]:

@@ -30,7 +30,8 @@ class Encoder(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """Provenance recorded beside the vectors: backend, reduction and anything else that changes them."""
+        """Provenance recorded beside the vectors: backend, reduction, fingerprint (of the model files, see
+        embedder.model_files.model_fingerprint; None or absent when unknown) and anything else that changes them."""
         ...
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | None = None) -> np.ndarray:

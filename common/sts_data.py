@@ -9,6 +9,7 @@ no header at all with three columns sentence1, sentence2, score (Chinese STS-B).
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def _columns(path: Path, header: list[str], columns: tuple[str, str, str] | None
         if {s1, s2, score} <= set(names):
             return names.index(s1), names.index(s2), names.index(score), names.index(split) if split in names else None
     if columns:
-        raise UsageError(f"{path}:1: header has no columns {', '.join(columns)} (found: {', '.join(names)})")
+        raise UsageError(f"{path}:1: header has no columns {', '.join(columns)} (found: {', '.join(n if n.isprintable() else repr(n) for n in names)})")
     if len(names) >= 3 and _is_number(names[2]):
         return None
     raise DataError(f"{path}:1: unrecognised header (expected sentence1/sentence2/score, sentence_A/sentence_B/relatedness_score or s1/s2/score)")
@@ -107,6 +108,8 @@ def load_sts(path: Path | str, split: str | None = "test", columns: tuple[str, s
     """Read the pairs of `path`; `split` filters files that carry a split column and is ignored otherwise."""
     path = Path(path)
     rows = _rows(path)
+    if not rows or not rows[0][1]:
+        raise DataError(f"{path}: no pairs (only blank lines)")
     positions = _columns(path, rows[0][1], columns)
     if positions is None:
         positions, body = (0, 1, 2, None), rows
@@ -127,6 +130,8 @@ def load_sts(path: Path | str, split: str | None = "test", columns: tuple[str, s
         value = row[iscore].strip().strip('"')
         if not _is_number(value):
             raise DataError(f"{where}: score {value!r} is not a number")
+        if not math.isfinite(float(value)):
+            raise DataError(f"{where}: score {value!r} is not a finite number")
         s1.append(row[i1].strip())
         s2.append(row[i2].strip())
         scores.append(float(value))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from common.encoder import Encoder
-from embedder.model_files import model_reference, reduction_of
+from embedder.model_files import model_fingerprint, model_reference, reduction_of
 from errors import UsageError
 
 # torch: sentence-transformers; onnx / onnx-int8: ONNX Runtime (fp32 / dynamic int8), no torch at run time.
@@ -24,4 +24,4 @@ def load_encoder(name: str | None = None, device: str | None = None, backend: st
     from embedder.encoding import SentenceEncoder
     from embedder.loading import load_model
 
-    return SentenceEncoder(load_model(name, device), model_reference(name), reduction_of(name))
+    return SentenceEncoder(load_model(name, device), model_reference(name), reduction_of(name), fingerprint=model_fingerprint(name))

@@ -41,13 +41,14 @@ class SentenceEncoder:
     name: str
     reduction: dict[str, Any] | None = None
     backend: str = "torch"
+    fingerprint: str | None = None  # of the model folder (embedder.model_files.model_fingerprint), recorded in manifests
 
     @property
     def dim(self) -> int:
         return embedding_dim(self.model)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "reduction": self.reduction}
+        return {"backend": self.backend, "reduction": self.reduction, "fingerprint": self.fingerprint}
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | None = None) -> np.ndarray:
         return encode(self.model, texts, batch_size, normalize=True, show_progress=show_progress)

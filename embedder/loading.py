@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -30,6 +31,8 @@ def load_model(name: str | None = None, device: str | None = None) -> SentenceTr
     transformers_logging.disable_progress_bar()  # the per-load "Loading weights" bar is noise
     try:
         return SentenceTransformer(target, device=pick_device(device), local_files_only=Path(target).exists())
+    except pickle.UnpicklingError:  # torch's weights-only loader refused a pickle that holds more than tensors
+        raise UsageError(f"cannot load model {name!r}: its weights file is a pickle with objects other than tensors; refused (never unpickled)") from None
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"cannot load model {name!r}: {first}") from exc

@@ -6,6 +6,7 @@ and the ONNX backend use it without paying for those imports.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ _DEFAULT_ALIASES = {None, "", "default", "all-MiniLM-L6-v2", DEFAULT_MODEL_NAME}
 REDUCTION_MARKER = "simsearch_reduction.json"
 # Written by `simsearch train` into a trained model folder.
 TRAINING_RECORD = "training.json"
+# Fingerprints read files up to this size whole, and the first and last this many bytes of larger ones (weights).
+_FINGERPRINT_WHOLE = 1 << 20
 
 
 def default_model_path() -> Path:
@@ -72,3 +75,34 @@ def trained_dims(model_name: str | None) -> list[int] | None:
     """The Matryoshka dims a model was trained at (its training.json), or None when it was not trained with them."""
     record = _folder_record(model_name, TRAINING_RECORD) or {}
     return (record.get("hyperparameters") or {}).get("matryoshka_dims")
+# Written into a model folder by simsearch itself without changing the model: the ONNX export cache.
+_DERIVED_DIRS = ("onnx",)
+
+
+def _fingerprinted(relative: Path) -> bool:
+    """Whether a file of a model folder decides its vectors: not documentation, hidden files or our own caches."""
+    return relative.suffix != ".md" and relative.parts[0] not in _DERIVED_DIRS and not any(part.startswith(".") for part in relative.parts)
+
+
+def model_fingerprint(name: str | None) -> str | None:
+    """sha256 over a local model folder's files (names, sizes, contents; large weight files by size, head and tail).
+
+    Cheap (a few MB read) and independent of mtimes, so a copied folder keeps its
+    fingerprint while retrained or re-reduced weights (even at the same dimension)
+    change it. Documentation (*.md), hidden files and the ONNX export cache (onnx/) do not count. None for a hub name.
+    """
+    folder = Path(resolve_model(name))
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and _fingerprinted(p.relative_to(folder))):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with open(path, "rb") as handle:
+            if size <= 2 * _FINGERPRINT_WHOLE:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(_FINGERPRINT_WHOLE))
+                handle.seek(size - _FINGERPRINT_WHOLE)
+                digest.update(handle.read(_FINGERPRINT_WHOLE))
+    return digest.hexdigest()

@@ -10,17 +10,14 @@ the cache folder in one rename, so readers never see half an export.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.atomic import atomic_folder
+from common.atomic import atomic_folder, writer_lock
 from errors import UsageError
 
 CACHE_DIR = "onnx"
@@ -110,14 +107,6 @@ def writable(folder: Path) -> bool:
         return False
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created if needed): concurrent exports wait for one another."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def write_record(cache: Path, stamps: dict[str, FileStamp], exporter: dict[str, str]) -> None:
     """Write source.json: what the exports in `cache` were built from and with."""
     record = {"source": {name: asdict(s) for name, s in stamps.items()}, "exporter": exporter}
@@ -126,7 +115,7 @@ def write_record(cache: Path, stamps: dict[str, FileStamp], exporter: dict[str, 
 
 def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool) -> None:
     """Export into a fresh temporary folder and swap it in as `cache` (under a lock; skipped if another process just did it)."""
-    with locked(cache.parent / f".{cache.name}.lock"):
+    with writer_lock(cache):  # the same lock atomic_folder takes for the swap (re-entrant), so exports wait for one another
         if is_fresh(cache, transformer_dir):
             return
         stamps = current_stamps(transformer_dir, {})

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from common.progress import progress_bar
-from embedder.model_files import model_reference, reduction_of, resolve_model
+from embedder.model_files import model_fingerprint, model_reference, reduction_of, resolve_model
 from embedder.onnx_cache import FILES, INSTALL_HINT, onnx_cache
 from embedder.onnx_modules import ModelPipeline, TransformerSpec, read_pipeline
 from errors import UsageError
@@ -74,13 +74,14 @@ class OnnxEncoder:
     pipeline: ModelPipeline
     session: Any  # onnxruntime.InferenceSession
     tokenizer: Any  # tokenizers.Tokenizer
+    fingerprint: str | None = None  # of the source model folder (embedder.model_files.model_fingerprint), as the torch backend reports it
 
     @property
     def dim(self) -> int:
         return self.pipeline.dim
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "reduction": self.reduction, "onnxruntime": import_onnxruntime().__version__}
+        return {"backend": self.backend, "reduction": self.reduction, "fingerprint": self.fingerprint, "onnxruntime": import_onnxruntime().__version__}
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | None = None) -> np.ndarray:
         """Embed `texts` as L2-normalized float32 rows in input order (batches of similar token counts)."""
@@ -125,4 +126,6 @@ def load_onnx_encoder(name: str | None, backend: str = "onnx-int8") -> OnnxEncod
     pipeline = read_pipeline(folder)
     spec = pipeline.transformer
     cache = onnx_cache(folder, spec.folder, spec.all_layers)
-    return OnnxEncoder(model_reference(name), reduction_of(name), backend, pipeline, make_session(cache / FILES[backend]), load_tokenizer(spec))
+    return OnnxEncoder(
+        model_reference(name), reduction_of(name), backend, pipeline, make_session(cache / FILES[backend]), load_tokenizer(spec), model_fingerprint(name)
+    )

@@ -21,6 +21,7 @@ class RetrievalResult:
     metrics: dict[str, float]
     queries: int
     model: str = ""  # the index's model, for the record
+    unknown_docs: int = 0  # judged document ids that are not in the index (they can only count as misses)
 
 
 def _top(run: Run, depth: int) -> Run:
@@ -54,4 +55,7 @@ def evaluate_retrieval(
     found = index.search([queries[q] for q in judged], depth, batch_size)
     run = {q: {str(hit.id): hit.score for hit in hits} for q, hits in zip(judged, found)}
     result = score_run(run, qrels, ks)
-    return RetrievalResult(result.metrics, result.queries, index.manifest.model)
+    judged_docs = {d for q in judged for d in qrels[q]}
+    numeric = [int(d) for d in judged_docs if d.isdigit() and int(d) < 2**63]
+    unknown = len(judged_docs) - len(index.store.existing(numeric))
+    return RetrievalResult(result.metrics, result.queries, index.manifest.model, unknown)

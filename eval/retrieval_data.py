@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from common.corpus import decoded_lines, json_object
@@ -61,11 +62,14 @@ def load_qrels(path: Path | str) -> dict[str, dict[str, int]]:
         else:
             raise DataError(f"{where}: expected 'qid iter docid relevance' or 'qid docid relevance', found {len(fields)} fields")
         try:
-            relevance = int(float(rel))
+            number = float(rel)
         except ValueError:
             if lineno == 1:
                 continue  # header row
             raise DataError(f"{where}: relevance {rel!r} is not a number") from None
+        if not math.isfinite(number):
+            raise DataError(f"{where}: relevance {rel!r} is not a finite number")
+        relevance = int(number)
         qrels.setdefault(qid, {})[docid] = relevance
     if not qrels:
         raise DataError(f"{path}: no judgements")

@@ -10,6 +10,7 @@ import numpy as np
 from common.encoder import Encoder
 from common.measures import StsResult, pair_cosines, sts_correlations
 from common.sts_data import StsData
+from errors import DataError
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,10 @@ def cosine_scores(encoder: Encoder, data: StsData, batch_size: int = 64) -> np.n
 def run_sts(encoder: Encoder, data: StsData, batch_size: int = 64) -> StsRun:
     """Score `data` with `encoder`, keeping the predictions."""
     predicted = cosine_scores(encoder, data, batch_size)
-    return StsRun(data, predicted, sts_correlations(predicted, data.scores))
+    try:
+        return StsRun(data, predicted, sts_correlations(predicted, data.scores))
+    except DataError as exc:
+        raise DataError(f"{data.path or data.name}: {exc}") from None
 
 
 def evaluate_sts(encoder: Encoder, data: StsData, batch_size: int = 64) -> StsResult:

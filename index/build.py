@@ -8,6 +8,8 @@ are accumulated per chunk instead of keeping all vectors for an exact search.
 
 from __future__ import annotations
 
+import errno
+import shutil
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -15,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import check_target, swap_into_place
+from common.atomic import check_target, clean_stale, publish_version, writer_folder, writer_lock
 from common.chunking import chunks
 from common.corpus import CorpusSpec, Document, read_corpus, scan_corpus
 from common.encoder import Encoder
 from common.measures import StreamingExactTopK
 from common.progress import progress_bar
-from errors import Interrupted
+from errors import Interrupted, SimsearchError
 from index.gpu import place
 from index.manifest import Manifest
 from index.partial import PartialBuild, partial_path
@@ -46,6 +48,7 @@ class BuildConfig:
     resume: bool = False
     gpu: str = "auto"  # auto, off, one, all (see index.gpu)
     seed: int = 0
+    lock_timeout: float | None = None  # seconds to wait for another writer of the folder (None: as long as it takes)
 
 
 def make_plan(config: BuildConfig, n: int, dim: int) -> IndexPlan:
@@ -87,16 +90,26 @@ def build_index(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: Bui
 
     The corpus is validated in a first cheap pass, so bad input fails before any
     encoding; the folder appears only when complete (built in `.NAME.partial`
-    beside it, which `config.resume` continues after an interruption).
+    beside it, which `config.resume` continues after an interruption). The
+    folder's writer lock is held throughout: an `add` waiting for it then sees
+    the new index, and a second build of the same folder waits, then re-checks.
     """
-    out_dir = Path(out_dir)
+    out_dir = writer_folder(Path(out_dir))
     check_target(out_dir, config.overwrite)
-    try:
-        return _build(corpus, out_dir, encoder, config)
-    except KeyboardInterrupt:
-        if partial_path(out_dir).is_dir():
-            raise Interrupted(f"interrupted: progress kept in {partial_path(out_dir)}; rerun the same command with --resume to continue") from None
-        raise
+    with writer_lock(out_dir, config.lock_timeout):
+        check_target(out_dir, config.overwrite)
+        clean_stale(out_dir)
+        try:
+            return _build(corpus, out_dir, encoder, config)
+        except KeyboardInterrupt:
+            if partial_path(out_dir).is_dir():
+                raise Interrupted(f"interrupted: progress kept in {partial_path(out_dir)}; rerun the same command with --resume to continue") from None
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            shutil.rmtree(partial_path(out_dir), ignore_errors=True)
+            raise SimsearchError(f"{exc.filename or out_dir}: {exc.strerror}; removed the partial build {partial_path(out_dir).name} to free the space") from None
 
 
 def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildConfig) -> Manifest:
@@ -142,7 +155,7 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
         exact.add(embedded[keep], ids[keep])
 
     with progress_bar(n, "indexing", "doc", config.show_progress, initial=partial.done) as bar:
-        for done_vectors, done_ids in partial.completed_chunks(config.chunk_size):
+        for done_vectors, done_ids in partial.completed_chunks():
             add(done_vectors, done_ids)
         documents = read_corpus(corpus)
         for _ in islice(documents, partial.done):
@@ -174,10 +187,11 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
         vector_count=vectors.slots,
         reduction=provenance.get("reduction"),
         backend=provenance.get("backend", "torch"),
+        model_fingerprint=provenance.get("fingerprint"),
         source={"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank},
     )
     manifest.write(folder)
-    swap_into_place(folder, out_dir)
+    publish_version(folder, out_dir)
     return manifest
 
 

@@ -45,11 +45,17 @@ class Manifest:
     quality: dict[str, Any] = field(default_factory=dict)  # recall@10 and QPS measured on held-out queries at build
     vector_count: int | None = None  # stored vectors, HNSW tombstones included
     source: dict[str, Any] = field(default_factory=dict)
+    model_fingerprint: str | None = None  # of the model folder's weights and config (embedder.model_files.model_fingerprint)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name → {"bytes", "sha256"} (index.integrity)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     simsearch_version: str = field(default_factory=simsearch_version)
     format_version: int = FORMAT_VERSION
 
     def write(self, folder: Path) -> None:
+        """Record the checksums of the folder's other files, then write the manifest (last, so it describes what is there)."""
+        from index.integrity import file_digests
+
+        self.files = file_digests(folder)
         (folder / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     @classmethod
@@ -70,7 +76,49 @@ class Manifest:
         missing = {"model", "embedding_dim", "document_count"} - raw.keys()
         if missing:
             raise DataError(f"{path}: missing field(s) {', '.join(sorted(missing))}")
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        manifest = cls(**{k: v for k, v in raw.items() if k in known})
+        manifest.validate(path)
+        return manifest
+
+    def validate(self, path: Path) -> None:
+        """Refuse a manifest whose values cannot be used (hand-edited or damaged), naming the field."""
+        from index.plan import INDEX_TYPES
+
+        def bad(name: str, value: Any, expected: str) -> DataError:
+            return DataError(f"{path}: field {name!r} is {value!r}, expected {expected}")
+
+        def whole(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for name in ("embedding_dim", "document_count"):
+            value = getattr(self, name)
+            if not whole(value) or value < (1 if name == "embedding_dim" else 0):
+                raise bad(name, value, "a positive whole number" if name == "embedding_dim" else "a whole number >= 0")
+        if not isinstance(self.model, str) or not self.model:
+            raise bad("model", self.model, "a model name")
+        if self.index_type not in INDEX_TYPES[:-1]:
+            raise bad("index_type", self.index_type, f"one of {', '.join(INDEX_TYPES[:-1])}")
+        for name in ("index_params", "search_params", "choice", "quality", "source", "files"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(name, getattr(self, name), "an object")
+        for key, value in self.search_params.items():
+            if not whole(value) or value < 1:
+                raise bad(f"search_params.{key}", value, "a positive whole number")
+        if self.vector_count is not None and (not whole(self.vector_count) or self.vector_count < 0):
+            raise bad("vector_count", self.vector_count, "a whole number >= 0")
+        if self.quality:
+            for key in ("recall_at_10", "qps", "queries", "target_recall"):
+                value = self.quality.get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                    raise bad(f"quality.{key}", value, "a number")
+            tried = self.quality.get("tried", [])
+            if not isinstance(tried, list) or not all(isinstance(t, list) and len(t) == 2 and all(isinstance(v, (int, float)) for v in t) for t in tried):
+                raise bad("quality.tried", tried, "a list of [value, recall] pairs")
+            if not isinstance(self.quality.get("reached"), bool) or not isinstance(self.quality.get("search_params"), dict):
+                raise bad("quality", self.quality, "reached (true/false) and search_params (an object)")
+        for name, record in self.files.items():
+            if not isinstance(record, dict) or not whole(record.get("bytes")) or not isinstance(record.get("sha256"), str):
+                raise bad(f"files.{name}", record, '{"bytes": N, "sha256": "..."}')
 
     def explain(self) -> str:
         """Why this index: type, factory, parameters, reasons, and the recall@10/QPS measured at build time."""

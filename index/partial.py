@@ -2,13 +2,16 @@
 
 Per completed chunk, in this order: its vectors and ids are appended to raw
 stream files, its texts are committed to SQLite, then `progress.json` is
-replaced atomically. A resumed build trusts only what `progress.json` counts:
-it cuts the stream files back to that many rows, re-adds those vectors to the
-(trained) index without re-encoding, and continues reading the corpus there.
+replaced atomically with the sha256 of each chunk's rows. A resumed build
+trusts only what `progress.json` counts and checksums: a stream shorter than
+that, or whose rows do not match, is refused (never padded); otherwise it cuts
+the stream files back to that many rows, re-adds those vectors to the (trained)
+index without re-encoding, and continues reading the corpus there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from errors import UsageError
+from errors import DataError, UsageError
 from index.store import STORE_NAME, DocStore
 from index.vectors import VectorIndex
 
@@ -36,8 +39,9 @@ def partial_path(target: Path) -> Path:
 class PartialBuild:
     """Scratch folder of one build: its identity (corpus + options), progress, sample and streamed vectors."""
 
-    def __init__(self, folder: Path, identity: dict[str, Any], dim: int, done: int, store: DocStore) -> None:
+    def __init__(self, folder: Path, identity: dict[str, Any], dim: int, done: int, store: DocStore, chunks: list | None = None) -> None:
         self.folder, self.identity, self.dim, self.done, self.store = folder, identity, dim, done, store
+        self.chunks: list[list] = chunks or []  # [rows, sha256 of the rows' vector and id bytes] per recorded chunk
 
     @classmethod
     def open(cls, target: Path, identity: dict[str, Any], dim: int, resume: bool) -> PartialBuild:
@@ -45,15 +49,13 @@ class PartialBuild:
         folder = partial_path(target)
         record = folder / PROGRESS_NAME
         if resume and record.is_file():
-            progress = json.loads(record.read_text(encoding="utf-8"))
+            progress = _read_progress(record)
             if progress["identity"] != identity:
                 changed = sorted(k for k in identity if progress["identity"].get(k) != identity[k])
                 raise UsageError(f"{folder}: the partial build used different {', '.join(changed)}; build without --resume to start over")
-            done = int(progress["documents_done"])
-            for name, width in ((STREAM_VECTORS, 4 * dim), (STREAM_IDS, 8)):
-                with open(folder / name, "r+b") as handle:
-                    handle.truncate(done * width)  # drop a chunk that was written but not recorded
-            return cls(folder, identity, dim, done, DocStore.open_writable(folder / STORE_NAME))
+            partial = cls(folder, identity, dim, int(progress["documents_done"]), DocStore.open_writable(folder / STORE_NAME), progress["chunks"])
+            partial._check_checkpoint()
+            return partial
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         for name in (STREAM_VECTORS, STREAM_IDS):
@@ -62,9 +64,36 @@ class PartialBuild:
         partial._record()
         return partial
 
+    def _check_checkpoint(self) -> None:
+        """Refuse streams shorter than the record or whose rows fail their checksum; cut off a chunk written but not recorded."""
+        damaged = f"{self.folder}: damaged checkpoint, build without --resume to start over"
+        if sum(rows for rows, _ in self.chunks) != self.done:
+            raise DataError(f"{damaged} ({PROGRESS_NAME} counts {self.done} rows but its chunks add up to {sum(r for r, _ in self.chunks)})")
+        for name, width in ((STREAM_VECTORS, 4 * self.dim), (STREAM_IDS, 8)):
+            size = (self.folder / name).stat().st_size if (self.folder / name).is_file() else 0
+            if size < self.done * width:
+                raise DataError(f"{damaged} ({name} holds {size} bytes, {PROGRESS_NAME} records {self.done} rows = {self.done * width} bytes)")
+            with open(self.folder / name, "r+b") as handle:
+                handle.truncate(self.done * width)  # drop a chunk that was written but not recorded
+        for number, ((rows, digest), (vectors, ids)) in enumerate(zip(self.chunks, self._stream(self.chunks)), start=1):
+            if _chunk_digest(vectors, ids) != digest:
+                raise DataError(f"{damaged} (chunk {number} of {STREAM_VECTORS}/{STREAM_IDS} fails its sha256)")
+        if self.store.count() < self.done:
+            raise DataError(f"{damaged} ({STORE_NAME} holds {self.store.count()} documents, {PROGRESS_NAME} records {self.done})")
+
+    def _stream(self, sizes: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        vectors = np.memmap(self.folder / STREAM_VECTORS, dtype=np.float32, mode="r", shape=(self.done, self.dim)) if self.done else None
+        ids = np.memmap(self.folder / STREAM_IDS, dtype=np.int64, mode="r", shape=(self.done,)) if self.done else None
+        start = 0
+        for rows, *_ in sizes:
+            yield np.array(vectors[start : start + rows]), np.array(ids[start : start + rows])
+            start += rows
+
     def _record(self) -> None:
         tmp = self.folder / (PROGRESS_NAME + ".tmp")
-        tmp.write_text(json.dumps({"identity": self.identity, "documents_done": self.done}, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps({"identity": self.identity, "documents_done": self.done, "chunks": self.chunks}, indent=2) + "\n", encoding="utf-8")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, self.folder / PROGRESS_NAME)
 
     def save_sample(self, positions: np.ndarray, vectors: np.ndarray, ids: np.ndarray) -> None:
@@ -83,14 +112,9 @@ class PartialBuild:
     def trained_path(self) -> Path | None:
         return self.folder / TRAINED_NAME if (self.folder / TRAINED_NAME).is_file() else None
 
-    def completed_chunks(self, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def completed_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(vectors, ids) already recorded, read back from the stream files chunk by chunk."""
-        if not self.done:
-            return
-        vectors = np.memmap(self.folder / STREAM_VECTORS, dtype=np.float32, mode="r", shape=(self.done, self.dim))
-        ids = np.memmap(self.folder / STREAM_IDS, dtype=np.int64, mode="r", shape=(self.done,))
-        for start in range(0, self.done, chunk_size):
-            yield np.array(vectors[start : start + chunk_size]), np.array(ids[start : start + chunk_size])
+        yield from self._stream(self.chunks)
 
     def record_chunk(self, vectors: np.ndarray, ids: np.ndarray, documents) -> None:
         """Persist one completed chunk (vectors, ids, texts), then count it."""
@@ -101,6 +125,7 @@ class PartialBuild:
                 os.fsync(handle.fileno())
         self.store.add(documents, replace=True)
         self.done += len(ids)
+        self.chunks.append([len(ids), _chunk_digest(vectors, ids)])
         self._record()
 
     def finish(self) -> Path:
@@ -109,3 +134,20 @@ class PartialBuild:
         for name in SCRATCH:
             (self.folder / name).unlink(missing_ok=True)
         return self.folder
+
+
+def _chunk_digest(vectors: np.ndarray, ids: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _read_progress(record: Path) -> dict[str, Any]:
+    """The progress record, or a one-line DataError when it is not one (damaged, or written by an older simsearch)."""
+    try:
+        progress = json.loads(record.read_text(encoding="utf-8"))
+        if isinstance(progress["identity"], dict) and int(progress["documents_done"]) >= 0 and isinstance(progress["chunks"], list):
+            return progress
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise DataError(f"{record}: not a readable progress record; build without --resume to start over")

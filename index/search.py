@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import read_consistently
 from common.encoder import Encoder
 from errors import DataError, UsageError
 from index.gpu import attach_searcher
+from index.integrity import check_sizes
 from index.manifest import Manifest
 from index.store import STORE_NAME, DocStore
 from index.vectors import VECTORS_NAME, VectorIndex
@@ -93,11 +95,21 @@ class SearchIndex:
 
 
 def check_encoder(path: Path, manifest: Manifest, encoder: Encoder) -> None:
-    """Refuse an encoder whose vectors cannot be compared with the index's (another dimension)."""
+    """Refuse an encoder whose vectors cannot be compared with the index's: another dimension, or the same model changed on disk.
+
+    The fingerprint is compared only when the encoder claims to be the index's own
+    model: `query --model OTHER` of the same dimension is a deliberate choice.
+    """
     if encoder.dim != manifest.embedding_dim:
         raise UsageError(
             f"{path}: the index holds {manifest.embedding_dim}-dim vectors ({manifest.model}) but the encoder {encoder.name} gives {encoder.dim}; "
             "query with the model the index was built with"
+        )
+    current = encoder.describe().get("fingerprint")
+    if manifest.model_fingerprint and current and encoder.name == manifest.model and current != manifest.model_fingerprint:
+        raise UsageError(
+            f"{path}: the model {manifest.model} changed since the index was built (fingerprint {current[:12]}, "
+            f"manifest {manifest.model_fingerprint[:12]}); restore that model or rebuild the index"
         )
 
 
@@ -106,19 +118,23 @@ def load_index(path: Path | str, encoder: Encoder | None = None, mmap: bool = Fa
 
     `mmap` maps the vectors from disk (read-only) instead of reading them into memory;
     `gpu` (auto, off, one, all) puts a search copy on the GPU when one is usable (see index.gpu).
+    The folder's link is resolved once, so a writer swapping in a new version
+    meanwhile gives this reader the old or the new version whole (see common.atomic).
     """
     path = Path(path)
-    manifest = Manifest.read(path)
+    return read_consistently(path, lambda version: _load(path, version, encoder, mmap, gpu))
+
+
+def _load(path: Path, version: Path, encoder: Encoder | None, mmap: bool, gpu: str) -> SearchIndex:
+    manifest = Manifest.read(version)
     for name in (VECTORS_NAME, STORE_NAME):
-        if not (path / name).is_file():
+        if not (version / name).is_file():
             raise DataError(f"{path}: index is incomplete (no {name})")
-    try:
-        vectors = VectorIndex.read(path, manifest.index_type, manifest.search_params, mmap=mmap)
-    except RuntimeError as exc:
-        raise DataError(f"{path / VECTORS_NAME}: cannot be read by FAISS ({str(exc).splitlines()[0]})") from None
+    check_sizes(version, manifest.files)
+    vectors = VectorIndex.read(version, manifest.index_type, manifest.search_params, mmap=mmap)
     if vectors.dim != manifest.embedding_dim:
         raise DataError(f"{path}: vectors have dim {vectors.dim} but the manifest says {manifest.embedding_dim}")
     if encoder is not None:
         check_encoder(path, manifest, encoder)
     device = attach_searcher(vectors, gpu)
-    return SearchIndex(path, manifest, vectors, DocStore.open(path / STORE_NAME), encoder, device)
+    return SearchIndex(path, manifest, vectors, DocStore.open(version / STORE_NAME), encoder, device)

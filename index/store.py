@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from common.corpus import Document
+from errors import DataError, SimsearchError
 
 STORE_NAME = "docs.sqlite"
 
@@ -23,30 +24,44 @@ def json_path(field: str) -> str:
 class DocStore:
     """Texts and metadata of an index; vectors live in FAISS, everything readable lives here."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path | None = None) -> None:
         self._db = connection
+        self.path = path
 
     @classmethod
     def create(cls, path: Path) -> DocStore:
         db = sqlite3.connect(path)
         db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)")
-        return cls(db)
+        return cls(db, path)
 
     @classmethod
     def open(cls, path: Path) -> DocStore:
         """Open read-only, so a query can never change an index."""
-        return cls(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False))
+        return cls._checked(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False), path)
 
     @classmethod
     def open_writable(cls, path: Path) -> DocStore:
-        return cls(sqlite3.connect(path))
+        return cls._checked(sqlite3.connect(path), path)
+
+    @classmethod
+    def _checked(cls, db: sqlite3.Connection, path: Path) -> DocStore:
+        """The store, once SQLite has read its `docs` table: a damaged or foreign file is a one-line DataError."""
+        try:
+            db.execute("SELECT id, text, metadata FROM docs LIMIT 0")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise DataError(f"{path}: not a simsearch document store ({exc})") from None
+        return cls(db, path)
 
     def add(self, documents: Iterable[Document], replace: bool = False) -> None:
         """Insert documents in one transaction; `replace` overwrites rows whose id exists (upsert, resumed builds)."""
         rows = ((d.id, d.text, json.dumps(d.metadata, ensure_ascii=False) if d.metadata else None) for d in documents)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        with self._db:
-            self._db.executemany(f"{verb} INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+        try:
+            with self._db:
+                self._db.executemany(f"{verb} INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+        except sqlite3.OperationalError as exc:  # SQLite's report of a full or read-only disk
+            raise SimsearchError(f"{self.path}: SQLite could not write it ({exc}): is the disk full or read-only?") from None
 
     def remove(self, ids: Sequence[int]) -> None:
         with self._db:
@@ -95,6 +110,10 @@ class DocStore:
         ids = [row[0] for row in self._db.execute("SELECT id FROM docs ORDER BY id")]
         picked = np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False)
         return {int(i): text for i, (text, _) in self.get([ids[j] for j in sorted(picked)]).items()}
+
+    def largest_id(self) -> int:
+        """The largest id stored, -1 when empty."""
+        return int(self._db.execute("SELECT COALESCE(MAX(id), -1) FROM docs").fetchone()[0])
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM docs").fetchone()[0])

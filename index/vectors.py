@@ -17,6 +17,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from errors import DataError, SimsearchError
 from index.plan import IndexPlan
 
 VECTORS_NAME = "vectors.faiss"
@@ -154,7 +155,10 @@ class VectorIndex:
         return scores, np.where(labels >= 0, id_map[np.maximum(labels, 0)], -1)
 
     def write(self, folder: Path) -> None:
-        faiss.write_index(self.faiss_index, str(folder / VECTORS_NAME))
+        try:
+            faiss.write_index(self.faiss_index, str(folder / VECTORS_NAME))
+        except RuntimeError as exc:  # FAISS reports a full or read-only disk as a C++ assertion
+            raise SimsearchError(f"{folder / VECTORS_NAME}: FAISS could not write it ({str(exc).strip().splitlines()[0]}): is the disk full?") from None
         if len(self.tombstones):
             np.save(folder / TOMBSTONES_NAME, self.tombstones)
         else:
@@ -165,8 +169,23 @@ class VectorIndex:
         """Load from `folder`; `mmap` maps the codes from disk read-only instead of reading them into memory."""
         # IVF maps its inverted lists (IO_FLAG_MMAP); flat, SQ8 and HNSW storage are flat codes (IO_FLAG_MMAP_IFC).
         flags = (faiss.IO_FLAG_MMAP_IFC if index_type in ID_MAPPED else faiss.IO_FLAG_MMAP) | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        loaded = faiss.read_index(str(folder / name), flags)
-        tombstones = np.load(folder / TOMBSTONES_NAME) if (folder / TOMBSTONES_NAME).is_file() else np.zeros(0, dtype=np.int64)
-        vectors = cls(loaded, index_type, {}, tombstones)
+        try:
+            loaded = faiss.read_index(str(folder / name), flags)
+        except RuntimeError as exc:
+            raise DataError(f"{folder / name}: cannot be read by FAISS ({str(exc).strip().splitlines()[0]})") from None
+        vectors = cls(loaded, index_type, {}, read_tombstones(folder / TOMBSTONES_NAME, int(loaded.ntotal)))
         vectors.apply_search_params(search_params)
         return vectors
+
+
+def read_tombstones(path: Path, slots: int) -> np.ndarray:
+    """HNSW tombstones: positions in [0, slots) stored as a plain int64 array (never unpickled)."""
+    if not path.is_file():
+        return np.zeros(0, dtype=np.int64)
+    try:
+        tombstones = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a plain integer array ({str(exc).splitlines()[0]})") from None
+    if tombstones.ndim != 1 or tombstones.dtype.kind not in "iu" or (len(tombstones) and not 0 <= tombstones.min() <= tombstones.max() < slots):
+        raise DataError(f"{path}: expected a 1-d array of positions below {slots}, found {tombstones.dtype} of shape {tombstones.shape}")
+    return tombstones.astype(np.int64)

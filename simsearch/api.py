@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_file, check_target
+from common.atomic import atomic_file, check_output_place, check_target, naming
 from common.corpus import CorpusSpec, read_corpus, scan_corpus
 from common.encoder import Encoder
 from common.sts_data import load_sts, parse_data_arg
 from embedder.backends import DEFAULT_BACKEND, load_encoder
 from errors import UsageError
 from index.build import BuildConfig, build_index
+from index.integrity import Verified, verify_index
 from index.manifest import Manifest
 from index.search import Hit, SearchIndex, Where, load_index
 from index.update import add_documents, remove_documents
@@ -41,6 +42,9 @@ def encode_file(
     spec, output = _corpus(corpus), Path(output)
     if output.exists() and not overwrite:
         raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
+    check_output_place(output)
+    if not output.parent.is_dir():
+        raise UsageError(f"{output}: folder {output.parent} does not exist")
     scan_corpus(spec)
     texts = [doc.text for doc in read_corpus(spec)]
     vectors = load_encoder(model, backend=backend).encode(texts, batch_size)
@@ -65,16 +69,22 @@ def index_encoder(manifest: Manifest, model: str | None = None, backend: str | N
 
 def add(
     folder: PathLike, corpus: CorpusSpec | PathLike, upsert: bool = False, batch_size: int = 64, encoder: Encoder | None = None,
-    backend: str | None = None,
+    backend: str | None = None, lock_timeout: float | None = None,
 ) -> Manifest:
-    """Encode `corpus` with the index's own model (and backend, unless told) and add it to the index folder (atomically)."""
+    """Encode `corpus` with the index's own model (and backend, unless told) and add it to the index folder (atomically, under its writer lock)."""
     folder = Path(folder)
-    return add_documents(folder, _corpus(corpus), encoder or index_encoder(Manifest.read(folder), backend=backend), upsert, batch_size)
+    encoder = encoder or index_encoder(Manifest.read(folder), backend=backend)
+    return add_documents(folder, _corpus(corpus), encoder, upsert, batch_size, lock_timeout=lock_timeout)
 
 
-def remove(folder: PathLike, ids: Sequence[int]) -> Manifest:
+def remove(folder: PathLike, ids: Sequence[int], lock_timeout: float | None = None) -> Manifest:
     """Remove documents by id (an id not in the index is an error and nothing changes)."""
-    return remove_documents(Path(folder), ids)
+    return remove_documents(Path(folder), ids, lock_timeout)
+
+
+def verify(folder: PathLike) -> Verified:
+    """Check an index folder in full: every file against its recorded sha256, SQLite's integrity, counts."""
+    return verify_index(Path(folder))
 
 
 def info(folder: PathLike) -> Manifest:
@@ -207,7 +217,9 @@ def report(inputs: Sequence[PathLike], output: PathLike, title: str = "Results")
     """Markdown tables and plots from saved JSON results; returns the plots written."""
     from eval.report import write_report
 
-    return write_report([Path(p) for p in inputs], Path(output), title)
+    check_output_place(Path(output))
+    with naming(Path(output)):
+        return write_report([Path(p) for p in inputs], Path(output), title)
 
 
 def train(config: Any, plan: Any = None):
@@ -246,5 +258,5 @@ def sweep(
 
 __all__ = [
     "QueryResult", "add", "bench_encode", "build", "encode_file", "eval_ann", "eval_retrieval", "eval_sts", "info", "load_encoder",
-    "make_stsb_retrieval", "open_index", "query", "reduce", "remove", "report", "sweep", "train",
+    "make_stsb_retrieval", "open_index", "query", "reduce", "remove", "report", "sweep", "train", "verify",
 ]

@@ -187,3 +187,16 @@ def test_missing_onnxruntime_is_a_one_line_usage_error_with_the_install_hint(tin
         f"try:\n    load_encoder({str(tiny_model_dir)!r}, backend='onnx')\nexcept UsageError as exc:\n    print(exc)"
     )
     assert run_python(code, dict(os.environ)) == "the onnx backends need onnxruntime: pip install 'simsearch[onnx]'"
+
+
+def test_the_export_cache_does_not_change_the_model_fingerprint(tmp_path, tiny_model_dir):
+    """An index built with torch still opens after the model's onnx/ cache appears in its folder."""
+    import shutil
+
+    from embedder.model_files import model_fingerprint
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    before = model_fingerprint(str(model))
+    encoder = load_encoder(str(model), backend="onnx-int8")
+    assert (model / "onnx").is_dir() and model_fingerprint(str(model)) == before == encoder.describe()["fingerprint"]

@@ -1,0 +1,100 @@
+"""Reliability behaviour that ends in success: fresh ids on add, checksums and verify, fingerprints, link migration, debris clean-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cli import main
+from common.corpus import CorpusSpec
+from embedder.model_files import model_fingerprint
+from index import BuildConfig
+from index.integrity import sha256_of
+from simsearch import api
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def build(corpus: Path, out: Path, model: Path) -> Path:
+    api.build(CorpusSpec(corpus), out, BuildConfig(), model=str(model))
+    return out
+
+
+def test_adding_a_text_file_gives_fresh_ids_after_the_largest(tmp_path, tiny_corpus, tiny_model_dir):
+    idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)  # line numbers 1..13 (line 4 blank)
+    more = tmp_path / "more.txt"
+    more.write_text("a big red train\nthe cat sleeps in the city\n", encoding="utf-8")
+    for first in (14, 16):  # the same file twice: new ids each time, nothing clashes
+        result = run("index", "add", idx, more)
+        assert result.exit_code == 0, result.output
+        assert f"added 2 (new ids {first}–{first + 1}), replaced 0" in result.stderr
+    searcher = api.open_index(idx)
+    assert searcher.store.get([14, 15, 16, 17]) == {14: ("a big red train", {}), 15: ("the cat sleeps in the city", {}), 16: ("a big red train", {}), 17: ("the cat sleeps in the city", {})}
+    assert searcher.search(["a big red train"], k=1)[0][0].id in (14, 16)
+
+
+def test_jsonl_rows_without_id_get_fresh_ids_after_the_files_own(tmp_path, tiny_corpus, tiny_model_dir):
+    idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a dog"}\n{"id": 500, "text": "a cat"}\n{"text": "a man"}\n', encoding="utf-8")
+    assert "new ids 501–502" in run("index", "add", idx, rows).stderr
+    assert {i: t for i, (t, _) in api.open_index(idx).store.get([500, 501, 502]).items()} == {500: "a cat", 501: "a dog", 502: "a man"}
+
+
+def test_manifest_records_checksums_and_the_model_fingerprint_and_verify_checks_them(tmp_path, tiny_corpus, tiny_model_dir):
+    idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)
+    manifest = json.loads((idx / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"vectors.faiss", "docs.sqlite"}
+    assert all(record["sha256"] == sha256_of(idx / name) and record["bytes"] == (idx / name).stat().st_size for name, record in manifest["files"].items())
+    assert manifest["model_fingerprint"] == model_fingerprint(str(tiny_model_dir))
+    result = run("index", "verify", idx)
+    assert result.exit_code == 0 and result.stderr.startswith(f"ok: {idx}: 2 files match their checksums, 12 documents")
+
+
+def test_fingerprint_ignores_copies_and_mtimes_but_not_weights(tmp_path, tiny_model_dir):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy", copy_function=shutil.copy)  # new mtimes
+    os.utime(copy / "config.json", (0, 0))
+    assert model_fingerprint(str(copy)) == model_fingerprint(str(tiny_model_dir))
+    (copy / "README.md").write_text("notes", encoding="utf-8")
+    assert model_fingerprint(str(copy)) == model_fingerprint(str(tiny_model_dir))
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    assert model_fingerprint(str(copy)) != model_fingerprint(str(tiny_model_dir))
+
+
+def test_an_older_plain_folder_becomes_a_link_on_its_first_write(tmp_path, tiny_corpus, tiny_model_dir):
+    built = build(tiny_corpus, tmp_path / "built", tiny_model_dir)
+    plain = Path(shutil.copytree(built, tmp_path / "idx"))  # a real folder, as simsearch wrote it before versioned links
+    assert not plain.is_symlink()
+    assert run("index", "remove", plain, "1").exit_code == 0
+    assert plain.is_symlink() and os.readlink(plain).startswith(".idx.v-")
+    assert api.open_index(plain).manifest.document_count == 11
+    assert run("index", "verify", plain).exit_code == 0
+
+
+def test_stale_temporaries_of_killed_writers_are_removed_and_reported(tmp_path, tiny_corpus, tiny_model_dir):
+    idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)
+    (tmp_path / ".idx.tmp-dead").mkdir()
+    (tmp_path / ".idx.tmp-dead" / "vectors.faiss").write_bytes(b"x" * 1000)
+    os.symlink("nowhere", tmp_path / ".idx.link-dead")
+    result = run("index", "remove", idx, "2")
+    assert result.exit_code == 0, result.output
+    assert "removed 2 stale temporary item(s) left by an interrupted writer of idx: .idx.link-dead, .idx.tmp-dead" in result.stderr
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".idx."))
+    assert names[0] == ".idx.lock" and len(names) == 3 and all(n.startswith(".idx.v-") for n in names[1:])  # the current and the previous version
+
+
+def test_qrels_naming_documents_absent_from_the_index_warn_with_the_count(tmp_path, tiny_corpus, tiny_model_dir):
+    idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)
+    (tmp_path / "q.tsv").write_text("q1\ta man playing guitar\n", encoding="utf-8")
+    (tmp_path / "qrels.tsv").write_text("q1\t1\t1\nq1\t999\t1\nq1\tdoc-x\t1\n", encoding="utf-8")
+    result = run("eval", "retrieval", idx, "--queries", tmp_path / "q.tsv", "--qrels", tmp_path / "qrels.tsv", "--json")
+    assert result.exit_code == 0, result.output
+    assert f"warning: 2 judged document id(s) of {tmp_path / 'qrels.tsv'} are not in {idx} (they count as misses)" in result.stderr
