@@ -159,26 +159,34 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
 
     folder = partial.finish()
     vectors.write(folder)
-    provenance = encoder.describe()
-    manifest = Manifest(
-        model=encoder.name,
-        embedding_dim=dim,
+    source = {"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank}
+    manifest = describe_build(plan, config, vectors, quality, encoder.name, encoder.describe(), placement.describe(), started, source)
+    manifest.write(folder)
+    swap_into_place(folder, out_dir)
+    return manifest
+
+
+def describe_build(
+    plan: IndexPlan, config: BuildConfig, vectors, quality: Quality, model: str, provenance: dict, device: str, started: float, source: dict, **extra
+) -> Manifest:
+    """The manifest of a finished build (`vectors`: a VectorIndex or sharded vectors; `extra`: shards, engine)."""
+    return Manifest(
+        model=model,
+        embedding_dim=vectors.dim,
         document_count=int(vectors.live_count),
         index_type=plan.index_type,
         faiss_factory=plan.factory,
         index_params=dict(plan.params),
         search_params=dict(quality.search_params),
         choice={"requested": config.index_type, "max_memory": parse_memory(config.max_memory), "target_recall": config.target_recall,
-                "reasons": list(plan.reasons), "device": placement.describe(), "build_seconds": round(time.perf_counter() - started, 2)},
+                "reasons": list(plan.reasons), "device": device, "build_seconds": round(time.perf_counter() - started, 2)},
         quality=quality.as_dict(),
         vector_count=vectors.slots,
         reduction=provenance.get("reduction"),
         backend=provenance.get("backend", "torch"),
-        source={"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank},
+        source=source,
+        **extra,
     )
-    manifest.write(folder)
-    swap_into_place(folder, out_dir)
-    return manifest
 
 
 def measure(plan: IndexPlan, vectors: VectorIndex, exact: StreamingExactTopK, self_ids: np.ndarray, target_recall: float) -> Quality:

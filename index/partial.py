@@ -83,12 +83,16 @@ class PartialBuild:
     def trained_path(self) -> Path | None:
         return self.folder / TRAINED_NAME if (self.folder / TRAINED_NAME).is_file() else None
 
+    def stream(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded (vectors, ids) as read-only memory maps, in corpus order."""
+        if not self.done:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        vectors = np.memmap(self.folder / STREAM_VECTORS, dtype=np.float32, mode="r", shape=(self.done, self.dim))
+        return vectors, np.memmap(self.folder / STREAM_IDS, dtype=np.int64, mode="r", shape=(self.done,))
+
     def completed_chunks(self, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(vectors, ids) already recorded, read back from the stream files chunk by chunk."""
-        if not self.done:
-            return
-        vectors = np.memmap(self.folder / STREAM_VECTORS, dtype=np.float32, mode="r", shape=(self.done, self.dim))
-        ids = np.memmap(self.folder / STREAM_IDS, dtype=np.int64, mode="r", shape=(self.done,))
+        vectors, ids = self.stream()
         for start in range(0, self.done, chunk_size):
             yield np.array(vectors[start : start + chunk_size]), np.array(ids[start : start + chunk_size])
 
