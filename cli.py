@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from cli_options import (
-    IN_FILE, MODEL_HELP, TRAIN_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, engine_options, gpu_option, json_line,
+    CORPUS, IN_FILE, MODEL_HELP, TRAIN_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, engine_options, gpu_option, json_line,
     parse_columns, parse_where, reduce_options,
 )
 from common.corpus import CorpusSpec
@@ -30,7 +30,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("input_path", metavar="INPUT")
+@click.argument("input_path", metavar="INPUT", type=CORPUS)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .npy array to write (Ray: or a folder of Parquet shards).")
 @click.option("--model", default=None, help=MODEL_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file (only once the new one is complete).")
@@ -52,7 +52,7 @@ def index() -> None:
 
 
 @index.command("build")
-@click.argument("corpus")
+@click.argument("corpus", type=CORPUS)
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Index folder to create.")
 @click.option("--model", default=None, help=MODEL_HELP)
 @backend_option(DEFAULT_BACKEND)

@@ -161,3 +161,17 @@ def engine_options(sharded: bool):
                             help="local: this process; ray: Ray Data actor pool (pip install 'simsearch[distributed]'); CORPUS may then be a folder or an fsspec URL.")(command)
 
     return decorate
+
+
+class CorpusType(click.ParamType):
+    """CORPUS: an existing local file or folder, or an fsspec URL (s3://...) that only --engine ray reads."""
+
+    name = "CORPUS"
+
+    def convert(self, value, param, ctx):
+        if "://" not in str(value) and not Path(value).exists():
+            self.fail(f"'{value}' does not exist.", param, ctx)
+        return str(value)
+
+
+CORPUS = CorpusType()

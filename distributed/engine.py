@@ -57,12 +57,13 @@ class CorpusFile:
 
 def simsearch_error(exc: BaseException) -> SimsearchError | None:
     """The SimsearchError (bad input) that a Ray task raised, found along the exception's causes."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, SimsearchError):
+    for _ in range(10):  # a RayTaskError(DataError) is itself a DataError: unwrap to the original one
+        cause = getattr(exc, "cause", None) or exc.__cause__
+        if isinstance(exc, SimsearchError) and not isinstance(cause, SimsearchError):
             return exc
-        exc = getattr(exc, "cause", None) or exc.__cause__
-        seen += 1
+        if cause is None:
+            return None
+        exc = cause
     return None
 
 

@@ -151,8 +151,9 @@ def test_interrupted_ray_build_resumes(corpus, tiny_model_dir, local_flat, tmp_p
     with pytest.raises(Exception, match="--resume"):
         api.build(corpus, out, config, model=str(tiny_model_dir), ray_options=TWO_WORKERS)
     monkeypatch.undo()
+    recorded = json.loads((partial_path(out) / PROGRESS_NAME).read_text())["documents_done"]
     manifest = api.build(corpus, out, BuildConfig(chunk_size=32, resume=True), model=str(tiny_model_dir), ray_options=TWO_WORKERS)
-    assert manifest.engine["resumed_from"] == 3 * 32
+    assert 0 < recorded < 300 and manifest.engine["resumed_from"] == recorded
     assert documents(out) == documents(local_flat)
 
 
