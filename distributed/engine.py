@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -71,6 +72,8 @@ def connect(address: str | None) -> dict[str, float]:
     """Join (or start, when `address` is None) a Ray cluster once per process; return its resources."""
     import ray
 
+    # Ray's planner sees one input per file and warns that the pool is under-used; the read step splits it into blocks later.
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
