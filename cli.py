@@ -15,8 +15,8 @@ import click
 from cli_bench import bench
 from cli_models import reduce_group, train
 from cli_options import (
-    IN_FILE, MODEL_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, gpu_option, json_line, lock_timeout_option,
-    parse_columns, parse_where,
+    CORPUS, IN_FILE, MODEL_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, engine_options, gpu_option, json_line,
+    lock_timeout_option, parse_columns, parse_where,
 )
 from common.corpus import CorpusSpec
 from embedder.backends import DEFAULT_BACKEND
@@ -32,18 +32,19 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("input_path", metavar="INPUT", type=IN_FILE)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the .npy array.")
+@click.argument("input_path", metavar="INPUT", type=CORPUS)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .npy array to write (Ray: or a folder of Parquet shards).")
 @click.option("--model", default=None, help=MODEL_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file (only once the new one is complete).")
 @backend_option(DEFAULT_BACKEND)
 @batch_size_option
 @corpus_options
-def encode(input_path: Path, output: Path, model: str | None, overwrite: bool, backend: str, batch_size: int, text_column: str, id_column: str | None, fmt: str | None) -> None:
-    """Embed every sentence of INPUT into OUT.npy (float32, one normalized row per sentence, file order)."""
+@engine_options(sharded=False)
+def encode(input_path: str, output: Path, model: str | None, overwrite: bool, backend: str, batch_size: int, text_column: str, id_column: str | None, fmt: str | None, ray_options) -> None:
+    """Embed every sentence of INPUT into OUT.npy (float32, one normalized row per sentence, file order; Ray: ids in OUT.ids.npy)."""
     from simsearch.api import encode_file
 
-    rows, dim = encode_file(CorpusSpec(input_path, text_column, id_column, fmt), output, model, batch_size, overwrite, backend)
+    rows, dim = encode_file(CorpusSpec(input_path, text_column, id_column, fmt), output, model, batch_size, overwrite, backend, ray_options)
     click.echo(f"wrote {output}: {rows} x {dim} float32", err=True)
 
 
@@ -53,7 +54,7 @@ def index() -> None:
 
 
 @index.command("build")
-@click.argument("corpus", type=IN_FILE)
+@click.argument("corpus", type=CORPUS)
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Index folder to create.")
 @click.option("--model", default=None, help=MODEL_HELP)
 @backend_option(DEFAULT_BACKEND)
@@ -69,9 +70,10 @@ def index() -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of --output from its last completed chunk.")
 @gpu_option
 @lock_timeout_option
+@engine_options(sharded=True)
 def index_build(
-    corpus: Path, output: Path, model: str | None, backend: str, batch_size: int, text_column: str, id_column: str | None, fmt: str | None,
-    overwrite: bool, index_type: str, max_memory: str, target_recall: float, resume: bool, gpu: str, lock_timeout: float | None,
+    corpus: str, output: Path, model: str | None, backend: str, batch_size: int, text_column: str, id_column: str | None, fmt: str | None,
+    overwrite: bool, index_type: str, max_memory: str, target_recall: float, resume: bool, gpu: str, lock_timeout: float | None, ray_options,
 ) -> None:
     """Embed CORPUS and write an index folder (cosine similarity) to --output.
 
@@ -83,7 +85,7 @@ def index_build(
     from simsearch.api import build
 
     config = BuildConfig(batch_size, overwrite, index_type=index_type, max_memory=max_memory, target_recall=target_recall, resume=resume, gpu=gpu, lock_timeout=lock_timeout)
-    manifest = build(CorpusSpec(corpus, text_column, id_column, fmt), output, config, model, backend)
+    manifest = build(CorpusSpec(corpus, text_column, id_column, fmt), output, config, model, backend, ray_options=ray_options)
     blank = manifest.source.get("blank_lines_skipped", 0)
     click.echo(f"indexed {manifest.document_count} documents ({blank} blank lines skipped) into {output}", err=True)
     click.echo(manifest.explain(), err=True)

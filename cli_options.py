@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from pathlib import Path
@@ -17,6 +18,7 @@ from index.plan import GPU_MODES
 MODEL_HELP = "Model: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2, bundled, offline)."
 FORMAT_HELP = "Input format; default from the extension (.txt text, .tsv, .csv, .jsonl)."
 IN_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+ENGINES = ("local", "ray")  # distributed.engine.ENGINES, without importing it
 
 
 class SimsearchGroup(click.Group):
@@ -188,3 +190,50 @@ def train_options(func):
     func = click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS pairs scored for checkpoint choice.")(func)
     func = click.option("--train", "train_sets", multiple=True, required=True, metavar="FILE[:SPLIT][@METHOD]", help="Training data; repeat for several sets.")(func)
     return func
+
+
+def ray_options(engine: str, address: str | None, workers: int | None, gpus_per_worker: float | None, shards: int):
+    """The Ray engine's options (a `distributed.engine.RayOptions`), or None for the local engine, which takes none of them."""
+    if engine == "local":
+        given = [name for name, value in (("--address", address), ("--workers", workers), ("--gpus-per-worker", gpus_per_worker)) if value is not None]
+        given += ["--shards"] if shards != 1 else []
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply with --engine ray")
+        return None
+    from distributed.engine import RayOptions
+
+    return RayOptions(address, workers, gpus_per_worker, shards)
+
+
+def engine_options(sharded: bool):
+    """--engine local|ray and the Ray options (--shards too when `sharded`), passed to the command as one `ray_options` argument."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def command(*args, engine: str, address: str | None, workers: int | None, gpus_per_worker: float | None, shards: int = 1, **kwargs):
+            return func(*args, ray_options=ray_options(engine, address, workers, gpus_per_worker, shards), **kwargs)
+
+        if sharded:
+            command = click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True,
+                                   help="Ray: write S shards searched together (FAISS per shard, top-k merged) instead of one index.")(command)
+        command = click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None, help="Ray: GPUs per encoder actor [default: 1 when the cluster has GPUs, else 0].")(command)
+        command = click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray: encoder actors, each loading the model once [default: one per GPU, else per CPU].")(command)
+        command = click.option("--address", default=None, help="Ray: cluster to join, 'auto' or ray://HOST:PORT [default: start a local Ray].")(command)
+        return click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                            help="local: this process; ray: Ray Data actor pool (pip install 'simsearch[distributed]'); CORPUS may then be a folder or an fsspec URL.")(command)
+
+    return decorate
+
+
+class CorpusType(click.ParamType):
+    """CORPUS: an existing local file or folder, or an fsspec URL (s3://...) that only --engine ray reads."""
+
+    name = "CORPUS"
+
+    def convert(self, value, param, ctx):
+        if "://" not in str(value) and not Path(value).exists():
+            self.fail(f"'{value}' does not exist.", param, ctx)
+        return str(value)
+
+
+CORPUS = CorpusType()

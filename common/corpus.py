@@ -12,13 +12,15 @@ import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from errors import DataError, UsageError
 
-FORMATS = ("text", "tsv", "csv", "jsonl")
-_EXTENSIONS = {".txt": "text", ".text": "text", ".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = ("text", "tsv", "csv", "jsonl", "parquet")
+_EXTENSIONS = {
+    ".txt": "text", ".text": "text", ".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+}
 # Ids are non-negative int64: FAISS returns -1 for "no hit", so a negative id could never be found.
 ID_RANGE = (0, 2**63 - 1)
 
@@ -35,9 +37,9 @@ class Document:
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """Where a corpus is and how to read it; `format` None means from the extension."""
+    """Where a corpus is and how to read it; `format` None means from the extension; `path` may be an fsspec URL string (s3://...)."""
 
-    path: Path
+    path: Path | str
     text_column: str = "text"
     id_column: str | None = None
     format: str | None = None
@@ -45,7 +47,7 @@ class CorpusSpec:
     def resolved_format(self) -> str:
         if self.format:
             return self.format
-        suffixes = [s for s in self.path.suffixes if s != ".gz"]
+        suffixes = [s for s in PurePosixPath(str(self.path)).suffixes if s != ".gz"]
         return _EXTENSIONS.get(suffixes[-1].lower() if suffixes else "", "text")
 
 
@@ -57,11 +59,24 @@ class CorpusStats:
     blank: int = 0
 
 
-def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+def is_url(path: Path | str) -> bool:
+    """True for an fsspec URL such as s3://bucket/key (read with fsspec, an optional dependency)."""
+    return isinstance(path, str) and "://" in path
+
+
+def open_binary(path: Path | str):
+    """A binary handle on a local file or an fsspec URL, gunzipped when the name ends in .gz."""
+    if is_url(path):
+        import fsspec
+
+        return fsspec.open(path, "rb", compression="gzip" if path.endswith(".gz") else None).open()
+    return (gzip.open if str(path).endswith(".gz") else open)(path, "rb")
+
+
+def decoded_lines(path: Path | str) -> Iterator[tuple[int, str]]:
     """Yield (line number, text without line ending), failing on the first line that is not UTF-8."""
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as handle:
+        with open_binary(path) as handle:
             for lineno, raw in enumerate(handle, start=1):
                 try:
                     line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
@@ -171,6 +186,33 @@ def _read_jsonl(spec: CorpusSpec, stats: CorpusStats) -> Iterator[Document]:
         yield Document(doc_id, text.strip(), record, numbered=raw_id is None)
 
 
+def _read_parquet(spec: CorpusSpec, stats: CorpusStats) -> Iterator[Document]:
+    """Rows of a Parquet file: ids are 1-based row numbers unless `id_column`; other columns are metadata."""
+    import pyarrow.parquet as pq
+
+    try:
+        with open_binary(spec.path) as handle:
+            table = pq.read_table(handle)
+    except FileNotFoundError:
+        raise UsageError(f"{spec.path}: no such file") from None
+    except Exception as exc:  # pyarrow raises ArrowInvalid and friends for a damaged file
+        raise DataError(f"{spec.path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    header = table.column_names
+    _header_index(spec, header, spec.text_column, "--text-column")
+    if spec.id_column:
+        _header_index(spec, header, spec.id_column, "--id-column")
+    for row_number, record in enumerate(table.to_pylist(), start=1):
+        where = f"{spec.path}: row {row_number}"
+        text = record.pop(spec.text_column)
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"{where}: column {spec.text_column!r} is not a string ({type(text).__name__})")
+        raw_id = record.pop(spec.id_column) if spec.id_column else row_number
+        if not text or not text.strip():
+            stats.blank += 1
+            continue
+        yield Document(_parse_id(raw_id, where, spec.id_column or "row"), text.strip(), record, numbered=not spec.id_column)
+
+
 def read_corpus(spec: CorpusSpec, stats: CorpusStats | None = None) -> Iterator[Document]:
     """Stream the documents of a corpus in file order; `stats` (if given) counts as it goes."""
     stats = stats if stats is not None else CorpusStats()
@@ -181,6 +223,8 @@ def read_corpus(spec: CorpusSpec, stats: CorpusStats | None = None) -> Iterator[
         documents = _read_text(spec, stats)
     elif fmt == "jsonl":
         documents = _read_jsonl(spec, stats)
+    elif fmt == "parquet":
+        documents = _read_parquet(spec, stats)
     else:
         documents = _read_table(spec, stats, "\t" if fmt == "tsv" else ",")
     for doc in documents:
@@ -196,7 +240,7 @@ def scan_corpus(spec: CorpusSpec) -> CorpusStats:
     """
     stats = CorpusStats()
     seen: set[int] = set()
-    ids_can_repeat = spec.id_column is not None or spec.resolved_format() == "jsonl"
+    ids_can_repeat = spec.id_column is not None or spec.resolved_format() == "jsonl"  # else ids are line/row numbers
     for doc in read_corpus(spec, stats):
         if ids_can_repeat:
             if doc.id in seen:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -94,13 +96,24 @@ def build_index(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: Bui
     folder's writer lock is held throughout: an `add` waiting for it then sees
     the new index, and a second build of the same folder waits, then re-checks.
     """
-    out_dir = writer_folder(Path(out_dir))
+    with building(Path(out_dir), config) as out_dir:
+        return _build(corpus, out_dir, encoder, config)
+
+
+@contextmanager
+def building(out_dir: Path, config: BuildConfig) -> Iterator[Path]:
+    """Hold the folder's writer lock around a build (any engine) and turn Ctrl-C or a full disk into one-line errors.
+
+    Yields the folder to build (a user's own symlink followed). Inside, the target is
+    checked again under the lock and debris of killed writers is removed.
+    """
+    out_dir = writer_folder(out_dir)
     check_target(out_dir, config.overwrite)
     with writer_lock(out_dir, config.lock_timeout):
         check_target(out_dir, config.overwrite)
         clean_stale(out_dir)
         try:
-            return _build(corpus, out_dir, encoder, config)
+            yield out_dir
         except KeyboardInterrupt:
             if partial_path(out_dir).is_dir():
                 raise Interrupted(f"interrupted: progress kept in {partial_path(out_dir)}; rerun the same command with --resume to continue") from None
@@ -172,27 +185,35 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
 
     folder = partial.finish()
     vectors.write(folder)
-    provenance = encoder.describe()
-    manifest = Manifest(
-        model=encoder.name,
-        embedding_dim=dim,
+    source = {"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank}
+    manifest = describe_build(plan, config, vectors, quality, encoder.name, encoder.describe(), placement.describe(), started, source)
+    manifest.write(folder)
+    publish_version(folder, out_dir)
+    return manifest
+
+
+def describe_build(
+    plan: IndexPlan, config: BuildConfig, vectors, quality: Quality, model: str, provenance: dict, device: str, started: float, source: dict, **extra
+) -> Manifest:
+    """The manifest of a finished build (`vectors`: a VectorIndex or sharded vectors; `extra`: shards, engine)."""
+    return Manifest(
+        model=model,
+        embedding_dim=vectors.dim,
         document_count=int(vectors.live_count),
         index_type=plan.index_type,
         faiss_factory=plan.factory,
         index_params=dict(plan.params),
         search_params=dict(quality.search_params),
         choice={"requested": config.index_type, "max_memory": parse_memory(config.max_memory), "target_recall": config.target_recall,
-                "reasons": list(plan.reasons), "device": placement.describe(), "build_seconds": round(time.perf_counter() - started, 2)},
+                "reasons": list(plan.reasons), "device": device, "build_seconds": round(time.perf_counter() - started, 2)},
         quality=quality.as_dict(),
         vector_count=vectors.slots,
         reduction=provenance.get("reduction"),
         backend=provenance.get("backend", "torch"),
         model_fingerprint=provenance.get("fingerprint"),
-        source={"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank},
+        source=source,
+        **extra,
     )
-    manifest.write(folder)
-    publish_version(folder, out_dir)
-    return manifest
 
 
 def measure(plan: IndexPlan, vectors: VectorIndex, exact: StreamingExactTopK, self_ids: np.ndarray, target_recall: float) -> Quality:

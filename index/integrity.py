@@ -22,8 +22,12 @@ def sha256_of(path: Path) -> str:
 
 
 def file_digests(folder: Path, skip: str = "manifest.json") -> dict[str, dict[str, Any]]:
-    """{file name: {"bytes", "sha256"}} for every file of `folder` except the manifest (which cannot hold its own)."""
-    return {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != skip}
+    """{path relative to `folder`: {"bytes", "sha256"}} for every file under it (shards too) except the manifest, which cannot hold its own."""
+    folder = Path(folder)
+    return {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() != skip
+    }
 
 
 def check_sizes(folder: Path, files: dict[str, dict[str, Any]]) -> None:

@@ -13,8 +13,10 @@ from common.corpus import json_object
 from errors import DataError
 
 # 2: index types (IVF ids live in the inverted lists), tuned search parameters, quality, HNSW tombstones.
+# 3: a sharded folder (`shards` lists sub-folders holding vectors.faiss; one docs.sqlite beside them); unsharded folders stay 2.
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # a version-1 folder is a flat index with the same files
+SHARDED_FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # a version-1 folder is a flat index with the same files
 MANIFEST_NAME = "manifest.json"
 
 
@@ -47,6 +49,8 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     model_fingerprint: str | None = None  # of the model folder's weights and config (embedder.model_files.model_fingerprint)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name → {"bytes", "sha256"} (index.integrity)
+    shards: list[dict[str, Any]] = field(default_factory=list)  # [{"path", "documents", "bytes"}] of a sharded folder; empty: one vectors.faiss
+    engine: dict[str, Any] = field(default_factory=dict)  # how it was built: {"name": "ray", "workers", "docs_per_second", ...}
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     simsearch_version: str = field(default_factory=simsearch_version)
     format_version: int = FORMAT_VERSION
@@ -132,6 +136,11 @@ class Manifest:
                 asked += f" with --max-memory {format_bytes(choice['max_memory'])} and --target-recall {choice['target_recall']}"
             lines.append(f"why: {asked}" + "".join(f"\n  - {r}" for r in choice.get("reasons", []) if not r.startswith("--type")))
             lines.append(f"built on: {choice.get('device', 'CPU')} in {choice.get('build_seconds', '?')} s")
+        if self.engine:
+            lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in self.engine.items()))
+        if self.shards:
+            lines.append(f"shards: {len(self.shards)}, searched together (top-k merged by score): "
+                         + ", ".join(f"{s['path']} {s['documents']} docs {format_bytes(s['bytes'])}" for s in self.shards))
         quality = self.quality
         if quality:
             tuned = ", ".join(f"{k}={v}" for k, v in quality["search_params"].items()) or "nothing to tune"

@@ -82,8 +82,8 @@ class PartialBuild:
             raise DataError(f"{damaged} ({STORE_NAME} holds {self.store.count()} documents, {PROGRESS_NAME} records {self.done})")
 
     def _stream(self, sizes: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        vectors = np.memmap(self.folder / STREAM_VECTORS, dtype=np.float32, mode="r", shape=(self.done, self.dim)) if self.done else None
-        ids = np.memmap(self.folder / STREAM_IDS, dtype=np.int64, mode="r", shape=(self.done,)) if self.done else None
+        """The recorded rows in pieces of the given sizes (copies, so the maps can close)."""
+        vectors, ids = self.stream()
         start = 0
         for rows, *_ in sizes:
             yield np.array(vectors[start : start + rows]), np.array(ids[start : start + rows])
@@ -115,6 +115,13 @@ class PartialBuild:
     def completed_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(vectors, ids) already recorded, read back from the stream files chunk by chunk."""
         yield from self._stream(self.chunks)
+
+    def stream(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded (vectors, ids) as read-only memory maps, in corpus order."""
+        if not self.done:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        vectors = np.memmap(self.folder / STREAM_VECTORS, dtype=np.float32, mode="r", shape=(self.done, self.dim))
+        return vectors, np.memmap(self.folder / STREAM_IDS, dtype=np.int64, mode="r", shape=(self.done,))
 
     def record_chunk(self, vectors: np.ndarray, ids: np.ndarray, documents) -> None:
         """Persist one completed chunk (vectors, ids, texts), then count it."""

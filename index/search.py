@@ -15,6 +15,7 @@ from errors import DataError, UsageError
 from index.gpu import attach_searcher
 from index.integrity import check_sizes
 from index.manifest import Manifest
+from index.shards import ShardedVectors
 from index.store import STORE_NAME, DocStore
 from index.vectors import VECTORS_NAME, VectorIndex
 
@@ -40,7 +41,7 @@ class SearchIndex:
     """A loaded index folder; text queries need the `encoder` it was given (vector queries do not)."""
 
     def __init__(
-        self, path: Path, manifest: Manifest, vectors: VectorIndex, store: DocStore, encoder: Encoder | None = None, device: str = "CPU"
+        self, path: Path, manifest: Manifest, vectors: VectorIndex | ShardedVectors, store: DocStore, encoder: Encoder | None = None, device: str = "CPU"
     ) -> None:
         self.path = path
         self.manifest = manifest
@@ -127,14 +128,18 @@ def load_index(path: Path | str, encoder: Encoder | None = None, mmap: bool = Fa
 
 def _load(path: Path, version: Path, encoder: Encoder | None, mmap: bool, gpu: str) -> SearchIndex:
     manifest = Manifest.read(version)
-    for name in (VECTORS_NAME, STORE_NAME):
+    names = [f"{entry['path']}/{VECTORS_NAME}" for entry in manifest.shards] or [VECTORS_NAME]
+    for name in (*names, STORE_NAME):
         if not (version / name).is_file():
             raise DataError(f"{path}: index is incomplete (no {name})")
     check_sizes(version, manifest.files)
-    vectors = VectorIndex.read(version, manifest.index_type, manifest.search_params, mmap=mmap)
+    if manifest.shards:
+        vectors = ShardedVectors.read(version, manifest.shards, manifest.index_type, manifest.search_params, mmap=mmap)
+    else:
+        vectors = VectorIndex.read(version, manifest.index_type, manifest.search_params, mmap=mmap)
     if vectors.dim != manifest.embedding_dim:
         raise DataError(f"{path}: vectors have dim {vectors.dim} but the manifest says {manifest.embedding_dim}")
     if encoder is not None:
         check_encoder(path, manifest, encoder)
-    device = attach_searcher(vectors, gpu)
+    device = ", ".join(sorted({attach_searcher(shard, gpu) for shard in getattr(vectors, "shards", [vectors])}))
     return SearchIndex(path, manifest, vectors, DocStore.open(version / STORE_NAME), encoder, device)

@@ -8,14 +8,14 @@ calls one function here (or one stage function directly) and prints the result.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.atomic import atomic_file, check_output_place, check_target, naming
-from common.corpus import CorpusSpec, read_corpus, scan_corpus
+from common.corpus import CorpusSpec, is_url, read_corpus, scan_corpus
 from common.encoder import Encoder
 from common.sts_data import load_sts, parse_data_arg
 from embedder.backends import DEFAULT_BACKEND, load_encoder
@@ -29,17 +29,27 @@ from index.update import add_documents, remove_documents
 PathLike = str | Path
 
 
-def _corpus(corpus: CorpusSpec | PathLike) -> CorpusSpec:
-    """A corpus spec from a spec or a bare path (format from the extension, default columns)."""
-    return corpus if isinstance(corpus, CorpusSpec) else CorpusSpec(Path(corpus))
+def _corpus(corpus: CorpusSpec | PathLike, ray_options: Any = None) -> CorpusSpec:
+    """A corpus spec from a spec or a bare path (format from the extension, default columns); fsspec URLs only for the Ray engine."""
+    spec = corpus if isinstance(corpus, CorpusSpec) else CorpusSpec(corpus)
+    if is_url(spec.path) and ray_options is None:
+        raise UsageError(f"{spec.path}: URLs and folders are read by --engine ray; the local engine reads one local file")
+    return spec if is_url(spec.path) else replace(spec, path=Path(spec.path))
 
 
 def encode_file(
     corpus: CorpusSpec | PathLike, output: PathLike, model: str | None = None, batch_size: int = 64,
-    overwrite: bool = False, backend: str = DEFAULT_BACKEND,
+    overwrite: bool = False, backend: str = DEFAULT_BACKEND, ray_options: Any = None,
 ) -> tuple[int, int]:
-    """Embed every sentence of `corpus` into the .npy file `output` (float32, normalized rows, file order); returns its shape."""
-    spec, output = _corpus(corpus), Path(output)
+    """Embed every sentence of `corpus` into the .npy file `output` (float32, normalized rows, file order); returns its shape.
+
+    With `ray_options` (a `distributed.engine.RayOptions`) the Ray engine encodes, writing ids beside the .npy or Parquet shards.
+    """
+    spec, output = _corpus(corpus, ray_options), Path(output)
+    if ray_options is not None:
+        from distributed.engine import encode_with_ray
+
+        return encode_with_ray(str(spec.path), spec, output, model, backend, batch_size, ray_options, overwrite)
     if output.exists() and not overwrite:
         raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
     check_output_place(output)
@@ -55,11 +65,19 @@ def encode_file(
 
 def build(
     corpus: CorpusSpec | PathLike, output: PathLike, config: BuildConfig = BuildConfig(), model: str | None = None,
-    backend: str = DEFAULT_BACKEND, encoder: Encoder | None = None,
+    backend: str = DEFAULT_BACKEND, encoder: Encoder | None = None, ray_options: Any = None,
 ) -> Manifest:
-    """Embed `corpus` with `model` (or a ready `encoder`) and write an index folder to `output`."""
+    """Embed `corpus` with `model` (or a ready `encoder`) and write an index folder to `output`.
+
+    With `ray_options` (a `distributed.engine.RayOptions`) the Ray engine encodes in an actor pool and may write shards.
+    """
     check_target(Path(output), config.overwrite)  # before the model loads: a bad output fails in a second
-    return build_index(_corpus(corpus), Path(output), encoder or load_encoder(model, backend=backend), config)
+    spec = _corpus(corpus, ray_options)
+    if ray_options is not None:
+        from distributed.engine import build_with_ray
+
+        return build_with_ray(str(spec.path), spec, Path(output), model, backend, config, ray_options)
+    return build_index(spec, Path(output), encoder or load_encoder(model, backend=backend), config)
 
 
 def index_encoder(manifest: Manifest, model: str | None = None, backend: str | None = None) -> Encoder:
@@ -73,12 +91,20 @@ def add(
 ) -> Manifest:
     """Encode `corpus` with the index's own model (and backend, unless told) and add it to the index folder (atomically, under its writer lock)."""
     folder = Path(folder)
+    refuse_sharded(folder)
     encoder = encoder or index_encoder(Manifest.read(folder), backend=backend)
     return add_documents(folder, _corpus(corpus), encoder, upsert, batch_size, lock_timeout=lock_timeout)
 
 
+def refuse_sharded(folder: Path) -> None:
+    """Updates work on one vectors.faiss; a sharded folder is rebuilt instead."""
+    if Manifest.read(folder).shards:
+        raise UsageError(f"{folder}: a sharded index cannot be updated in place; rebuild it with the new corpus")
+
+
 def remove(folder: PathLike, ids: Sequence[int], lock_timeout: float | None = None) -> Manifest:
     """Remove documents by id (an id not in the index is an error and nothing changes)."""
+    refuse_sharded(Path(folder))
     return remove_documents(Path(folder), ids, lock_timeout)
 
 
