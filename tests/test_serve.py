@@ -379,3 +379,16 @@ def test_sigterm_during_load_lets_in_flight_requests_finish(folders, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_listening_socket_sends_small_responses_at_once():
+    """TCP_NODELAY on the listener (inherited by connections): no ~40 ms Nagle/delayed-ACK stall per kept-alive request."""
+    import socket
+
+    from server.service import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()
