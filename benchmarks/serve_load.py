@@ -185,10 +185,11 @@ def run_load(url: str, path: str, bodies: list[dict], concurrency: int, requests
 
 
 # --- the server under test -------------------------------------------------------------------
-def start_server(folder: Path, max_batch: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, max_batch: int, log: Path, backend: str | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "cli", "serve", str(folder), "--port", "0", "--max-batch", str(max_batch)]
     with log.open("w") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "cli", "serve", str(folder), "--port", "0", "--max-batch", str(max_batch)], cwd=ROOT, env=env, stderr=sink)
+        process = subprocess.Popen(command + (["--backend", backend] if backend else []), cwd=ROOT, env=env, stderr=sink)
     deadline = time.monotonic() + 300
     while "serving " not in log.read_text() and time.monotonic() < deadline:
         if process.poll() is not None:
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="longest run in seconds")
     parser.add_argument("--infinity-url", default=None, help="a running infinity-emb serving the same model (its /embeddings)")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--backend", default=None, help="serve with this encoder backend (default: the index's own, torch)")
     parser.add_argument("--load-job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_job:
@@ -236,7 +238,7 @@ def main() -> None:
     clients = [int(c) for c in args.clients.split(",")]
     rows = []
     for max_batch in (64, 1):
-        process, url = start_server(folder, max_batch, args.cache / f"serve-{max_batch}.log")
+        process, url = start_server(folder, max_batch, args.cache / f"serve-{max_batch}.log", args.backend)
         try:
             for c in clients:
                 row = measure(url, "/search", search_bodies, c, args.requests // 4 if c == 1 else args.requests, args.duration)
