@@ -22,6 +22,6 @@ def load_encoder(name: str | None = None, device: str | None = None, backend: st
 
         return load_onnx_encoder(name, backend)
     from embedder.encoding import SentenceEncoder
-    from embedder.loading import load_model
+    from embedder.loading import for_inference, load_model
 
-    return SentenceEncoder(load_model(name, device), model_reference(name), reduction_of(name), fingerprint=model_fingerprint(name))
+    return SentenceEncoder(for_inference(load_model(name, device)), model_reference(name), reduction_of(name), fingerprint=model_fingerprint(name))

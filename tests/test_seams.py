@@ -89,3 +89,14 @@ def test_help_imports_neither_torch_nor_sentence_transformers(tmp_path):
     total, helped = json.loads(out.stdout.splitlines()[0])
     assert len(helped) == total and {"", "serve", "bench encode", "index add", "eval ann", "train", "reduce sweep"} <= set(helped)
     assert out.stdout.splitlines()[1] == "[]"
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_encoding_on_cuda_runs_in_half_precision_with_the_same_vectors():
+    import torch
+
+    texts = ["a man is playing guitar", "stocks fell today", "the cat runs in the park"]
+    gpu = load_encoder(device="cuda")
+    assert next(gpu.model.parameters()).dtype in (torch.bfloat16, torch.float16)
+    cosines = np.einsum("ij,ij->i", gpu.encode(texts), load_encoder(device="cpu").encode(texts))
+    assert cosines.min() > 0.99
