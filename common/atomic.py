@@ -108,6 +108,13 @@ def check_target(target: Path, overwrite: bool) -> None:
     check_output_place(target)
 
 
+def check_file_target(target: Path, overwrite: bool) -> None:
+    """Fail early, before any work, if the output file (or shard folder) `target` exists without overwrite or could never be written."""
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target}: already exists (pass --overwrite to replace it)")
+    check_output_place(target)
+
+
 def check_output_place(target: Path) -> None:
     """Fail in a second, not after hours of work, when `target` could never be written: name too long, parent not a folder."""
     target = Path(target).absolute()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import swap_into_place
+from common.atomic import check_file_target, swap_into_place
 from common.chunking import chunks
 from common.corpus import CorpusSpec, CorpusStats, Document, is_url, read_corpus
 from common.progress import progress_bar
@@ -261,8 +261,7 @@ def _build_with_ray(location: str, corpus: CorpusSpec, out_dir: Path, model: str
 def encode_with_ray(location: str, corpus: CorpusSpec, output: Path, model: str | None, backend: str, batch_size: int, options: RayOptions, overwrite: bool) -> tuple[int, int]:
     """`simsearch encode --engine ray`: OUT.npy (+ OUT.ids.npy, corpus order) or a folder of Parquet shards (id, embedding)."""
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
+    check_file_target(output, overwrite)
     workers, gpus = pool_shape(options, connect(options.address))
     files, total, expected = scan_files(location, corpus)
     dataset = encoded_dataset(files, 0, model, backend, batch_size, 2048, workers, gpus)

@@ -71,14 +71,23 @@ def numbered_documents(corpus: CorpusSpec, first_fresh: int) -> Iterator[Documen
         yield doc
 
 
-def fresh_id_start(folder: Path, corpus: CorpusSpec) -> tuple[int, int]:
-    """(first fresh id, how many documents need one): fresh ids follow the index's and the file's own largest id."""
-    own = [d.id for d in read_corpus(corpus) if not d.numbered]
-    needed = sum(1 for d in read_corpus(corpus) if d.numbered)
+def corpus_ids(corpus: CorpusSpec) -> tuple[list[int], int]:
+    """The ids the file gives its documents, and how many documents have none of their own (they get fresh ids): one pass."""
+    own, needed = [], 0
+    for doc in read_corpus(corpus):
+        if doc.numbered:
+            needed += 1
+        else:
+            own.append(doc.id)
+    return own, needed
+
+
+def fresh_id_start(folder: Path, corpus: CorpusSpec, own: list[int], needed: int) -> int:
+    """The first fresh id: after the index's and the file's own largest id (an error when int64 runs out)."""
     first = max(_largest_id(folder), max(own, default=-1)) + 1
     if needed and first + needed - 1 > ID_RANGE[1]:
         raise DataError(f"{corpus.path}: no fresh ids left after {first - 1} for {needed} documents without an id")
-    return first, needed
+    return first
 
 
 def add_documents(
@@ -97,8 +106,9 @@ def add_documents(
     with writer_lock(folder, lock_timeout):
         manifest = _check_index(folder)
         check_encoder(folder, manifest, encoder)
-        first, fresh = fresh_id_start(folder, corpus)
-        clashes = _existing_ids(folder, (d.id for d in read_corpus(corpus) if not d.numbered))
+        own, fresh = corpus_ids(corpus)
+        first = fresh_id_start(folder, corpus, own, fresh)
+        clashes = _existing_ids(folder, own)
         if clashes and not upsert:
             shown = ", ".join(map(str, clashes[:5])) + (" …" if len(clashes) > 5 else "")
             raise UsageError(

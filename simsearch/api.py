@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_file, check_output_place, check_target, naming
+from common.atomic import atomic_file, check_file_target, check_output_place, check_target, naming
 from common.corpus import CorpusSpec, is_url, read_corpus, scan_corpus
 from common.encoder import Encoder
 from common.sts_data import load_sts, parse_data_arg
@@ -50,9 +50,7 @@ def encode_file(
         from distributed.engine import encode_with_ray
 
         return encode_with_ray(str(spec.path), spec, output, model, backend, batch_size, ray_options, overwrite)
-    if output.exists() and not overwrite:
-        raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
-    check_output_place(output)
+    check_file_target(output, overwrite)
     if not output.parent.is_dir():
         raise UsageError(f"{output}: folder {output.parent} does not exist")
     scan_corpus(spec)
