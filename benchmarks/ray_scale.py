@@ -6,7 +6,7 @@ Measures encode sentences/s (local, and Ray in total and per worker), build time
 encoder actor, shard sizes, and query latency (one query at a time, k=10) over the shards vs one index.
 
     flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/ray_scale.py --data-dir ../shared/data --sentences 20000
-    flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/ray_scale.py --data-dir ../shared/data --sentences 1000000  # the 1/1000 run
+    flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/ray_scale.py --data-dir ../shared/data --sentences 1000000 --type ivfpq --backend onnx-int8  # the 1/1000 run
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--type", default="ivf", help="index type of both builds")
+    parser.add_argument("--backend", default="torch", help="encoding backend of both builds (torch, onnx, onnx-int8)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
 
@@ -99,21 +100,21 @@ def main() -> None:
         corpus = corpus_file(real_sentences(args.data_dir), args.sentences, tmp / "corpus.txt")
         config = BuildConfig(index_type=args.type, show_progress=False)
         started = time.perf_counter()
-        local = api.build(corpus, tmp / "local", config)
+        local = api.build(corpus, tmp / "local", config, backend=args.backend)
         local_seconds = time.perf_counter() - started
 
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
         monitor = PeakRss()
         monitor.start()
         started = time.perf_counter()
-        remote = api.build(corpus, tmp / "ray", config, ray_options=RayOptions(workers=args.workers, shards=args.shards))
+        remote = api.build(corpus, tmp / "ray", config, backend=args.backend, ray_options=RayOptions(workers=args.workers, shards=args.shards))
         ray_seconds = time.perf_counter() - started
         monitor.stop.set()
         ray.shutdown()
 
         queries = api.open_index(tmp / "local", gpu="off").encoder.encode([f"query {i} about a man playing music" for i in range(200)])
         results = {
-            "sentences": args.sentences, "workers": args.workers, "shards": args.shards, "type": args.type,
+            "sentences": args.sentences, "backend": args.backend, "workers": args.workers, "shards": args.shards, "type": args.type,
             "local_build_s": round(local_seconds, 1), "local_docs_per_s": round(args.sentences / local_seconds, 1),
             "ray_build_s": round(ray_seconds, 1), "ray_encode_s": remote.engine["encode_seconds"], "ray_docs_per_s": remote.engine["docs_per_second"],
             "ray_docs_per_s_per_worker": round(remote.engine["docs_per_second"] / args.workers, 1),

@@ -7,7 +7,7 @@ punctuation, a word repeated): 101,739 distinct texts. Encoding all of them take
 on 2 shared cores, so a perturbed text's vector is its original's vector plus small
 Gaussian noise, renormalized (cosine ~0.95 to the original), not its own encoding. The
 vectors are cached under --cache and the index is built from them by the ordinary
-`build_index` path (a flat index, exact search) through an encoder that answers from the
+`build_index` path (--type: flat, exact search, by default) through an encoder that answers from the
 cache. Queries are real encoder calls on texts that are not in the corpus. The server runs as `python -m cli serve` in its own
 process; the load generator is a second process (asyncio + httpx), loopback only,
 single-query requests, a fixed request count per client and at most --duration s per run.
@@ -104,15 +104,15 @@ class CachedEncoder:
         return self.inner.encode(texts, batch_size, show_progress)
 
 
-def prepare(cache: Path, docs: int) -> Path:
-    """The benchmark index under `cache` (corpus, cached vectors, index folder), made once."""
+def prepare(cache: Path, docs: int, index_type: str) -> Path:
+    """The benchmark index of `index_type` under `cache` (corpus, cached vectors, index folder), made once."""
     from common.corpus import CorpusSpec, read_corpus
     from embedder.backends import load_encoder
     from index.build import BuildConfig
     from simsearch import api
 
     cache.mkdir(parents=True, exist_ok=True)
-    corpus, vectors_path, folder = cache / "corpus.jsonl", cache / "vectors.npy", cache / "index"
+    corpus, vectors_path, folder = cache / "corpus.jsonl", cache / "vectors.npy", cache / f"index-{index_type}"
     if not corpus.exists():
         print(f"corpus: {make_corpus(corpus, docs)} documents", file=sys.stderr)
     docs = list(read_corpus(CorpusSpec(corpus)))
@@ -129,7 +129,7 @@ def prepare(cache: Path, docs: int) -> Path:
         vectors[noisy] += np.random.default_rng(0).normal(0, NOISE, size=(int(noisy.sum()), vectors.shape[1])).astype(np.float32)
         np.save(vectors_path, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
     if not folder.exists():
-        api.build(corpus, folder, BuildConfig(show_progress=True), encoder=CachedEncoder(encoder, texts, np.load(vectors_path)))
+        api.build(corpus, folder, BuildConfig(index_type=index_type, show_progress=True), encoder=CachedEncoder(encoder, texts, np.load(vectors_path)))
     return folder
 
 
@@ -225,6 +225,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="longest run in seconds")
     parser.add_argument("--infinity-url", default=None, help="a running infinity-emb serving the same model (its /embeddings)")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--type", default="flat", help="index type (flat: exact search; auto picks HNSW at this size)")
     parser.add_argument("--backend", default=None, help="serve with this encoder backend (default: the index's own, torch)")
     parser.add_argument("--load-job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,7 +233,7 @@ def main() -> None:
         job = json.loads(sys.stdin.read())
         print(json.dumps(asyncio.run(generate(job["url"], job["path"], job["bodies"], job["concurrency"], job["requests"], job["duration"], {}))))
         return
-    folder = prepare(args.cache, args.docs)
+    folder = prepare(args.cache, args.docs, args.type)
     texts = queries(args.cache)
     search_bodies = [{"queries": [q], "k": 10} for q in texts]
     clients = [int(c) for c in args.clients.split(",")]
