@@ -98,6 +98,9 @@ class CachedEncoder:
     def describe(self):
         return self.inner.describe()
 
+    def count_tokens(self, texts):
+        return self.inner.count_tokens(texts)
+
     def encode(self, texts, batch_size=64, show_progress=None):
         if all(t in self.rows for t in texts):
             return self.vectors[[self.rows[t] for t in texts]]

@@ -37,3 +37,7 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | None = None) -> np.ndarray:
         """Embed `texts`; `show_progress` None means: a bar on a terminal for long inputs."""
         ...
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """How many tokens the model reads for `texts` (special tokens included, after truncation): the server's usage figure."""
+        ...

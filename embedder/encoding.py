@@ -52,3 +52,7 @@ class SentenceEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | None = None) -> np.ndarray:
         return encode(self.model, texts, batch_size, normalize=True, show_progress=show_progress)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        ids = self.model.tokenizer(list(texts), truncation=True, max_length=self.model.max_seq_length)["input_ids"]
+        return sum(len(row) for row in ids)

@@ -88,8 +88,7 @@ class OnnxEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if len(texts) == 0:
             return out
-        lower = self.pipeline.transformer.do_lower_case
-        encodings = self.tokenizer.encode_batch([t.lower() if lower else t for t in texts])
+        encodings = self.tokenize(texts)
         lengths = np.array([len(e.ids) for e in encodings])
         order = np.argsort(-lengths, kind="stable")
         with progress_bar(len(texts), "encoding", "sent", show_progress) as bar:
@@ -98,6 +97,14 @@ class OnnxEncoder:
                 out[rows] = self.run([encodings[i] for i in rows])
                 bar.update(len(rows))
         return out
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return sum(len(e.ids) for e in self.tokenize(texts))
+
+    def tokenize(self, texts: Sequence[str]) -> list[Any]:
+        """The fast tokenizer's encodings, lower-cased first when the model's tokenizer does that."""
+        lower = self.pipeline.transformer.do_lower_case
+        return self.tokenizer.encode_batch([t.lower() if lower else t for t in texts])
 
     def run(self, encodings: list[Any]) -> np.ndarray:
         """One padded batch through the graph and the numpy modules, then L2-normalized (as the torch backend returns)."""

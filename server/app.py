@@ -259,7 +259,7 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
 
     @app.post("/v1/embeddings", response_model=m.EmbeddingsResponse, responses=errors, tags=["openai"])
     async def embeddings(body: m.EmbeddingsRequest):
-        """OpenAI-compatible embeddings (the `openai` client with `base_url` works); usage counts whitespace words."""
+        """OpenAI-compatible embeddings (the `openai` client with `base_url` works); usage counts the model's tokens."""
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts:
             raise ApiError(422, "input: must not be empty")
@@ -271,8 +271,8 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
             {"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else v.tolist()}
             for i, v in enumerate(vectors)
         ]
-        words = sum(len(t.split()) for t in texts)
-        return {"object": "list", "data": data, "model": key[0], "usage": {"prompt_tokens": words, "total_tokens": words}}
+        tokens = service.registry.encoders[key].count_tokens(texts)
+        return {"object": "list", "data": data, "model": key[0], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @app.get("/v1/models", response_model=m.ModelList, tags=["openai"])
     async def list_models():

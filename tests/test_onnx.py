@@ -42,11 +42,13 @@ def tiny_sentences(count: int = 120, seed: int = 0) -> list[str]:
 
 
 def assert_close_to_torch(model: Path | None, texts: list[str], backend: str) -> None:
-    """Row-wise cosine of the backend's vectors to torch's is at least MIN_COSINE (rows in input order)."""
-    torch_vectors = load_encoder(None if model is None else str(model)).encode(texts)
+    """Row-wise cosine of the backend's vectors to torch's is at least MIN_COSINE (rows in input order); equal token counts."""
+    torch_encoder = load_encoder(None if model is None else str(model))
+    torch_vectors = torch_encoder.encode(texts)
     encoder = load_encoder(None if model is None else str(model), backend=backend)
     vectors = encoder.encode(texts, batch_size=16)
     assert isinstance(encoder, Encoder) and encoder.describe()["backend"] == backend
+    assert encoder.count_tokens(texts) == torch_encoder.count_tokens(texts) > 2 * len(texts)  # truncated alike, [CLS] and [SEP] counted
     assert vectors.dtype == np.float32 and vectors.shape == torch_vectors.shape == (len(texts), encoder.dim)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosines = np.einsum("ij,ij->i", vectors, torch_vectors)

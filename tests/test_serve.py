@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import uvicorn
 from click.testing import CliRunner
+from sentence_transformers import SentenceTransformer
 
 from cli import main
 from common.corpus import CorpusSpec
@@ -143,7 +144,8 @@ def test_openai_client_embeddings_equal_simsearch_encode(open_server, folders, t
     response = client.embeddings.create(model="docs", input=texts, encoding_format="float")
     assert [d.index for d in response.data] == [0, 1, 2, 3] and response.model == str(tiny_model_dir)
     assert np.allclose(np.array([d.embedding for d in response.data]), want, atol=1e-5)
-    assert response.usage.prompt_tokens == sum(len(t.split()) for t in texts)
+    tokenizer = SentenceTransformer(str(tiny_model_dir)).tokenizer  # usage counts the model's tokens, [CLS] and [SEP] included
+    assert response.usage.prompt_tokens == response.usage.total_tokens == sum(len(tokenizer(t)["input_ids"]) for t in texts)
     defaulted = client.embeddings.create(model="docs", input=texts)  # the client asks for base64 and decodes it itself
     assert np.allclose(np.array([d.embedding for d in defaulted.data]), want, atol=1e-5)
     single = client.embeddings.create(model=str(tiny_model_dir), input=texts[0], encoding_format="base64")
@@ -300,6 +302,9 @@ class FlakyEncoder:
 
     def describe(self):
         return self.inner.describe()
+
+    def count_tokens(self, texts):
+        return self.inner.count_tokens(texts)
 
     def encode(self, texts, batch_size=64, show_progress=None):
         if any("explode" in t for t in texts):
