@@ -26,7 +26,10 @@ from server.metrics import Metrics
 
 log = logging.getLogger("simsearch.serve")
 
-ENCODE_BATCH = 64  # sentences per forward pass inside one batch
+# Sentences per forward pass inside one batch. The encoder sorts a batch's texts by length first, so small
+# passes pad little: on 2 CPU cores (torch, all-MiniLM-L6-v2, short queries) 32 texts cost 2.7 ms each in
+# passes of 8 against 4.2 ms in one pass of 32 (docs/benchmarks.md, "Serving").
+ENCODE_BATCH = 8
 
 
 class BatchFailed(Exception):
