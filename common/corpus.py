@@ -91,6 +91,16 @@ def decoded_lines(path: Path | str) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: broken gzip file ({exc})") from None
 
 
+def csv_rows(path: Path | str, lines: Iterator[tuple[int, str]], delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of `lines` read as CSV, with csv's own errors (a bare carriage return in a field) as one-line DataErrors."""
+    reader = csv.reader((line + "\n" for _, line in lines), delimiter=delimiter)
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+
+
 def json_object(text: str, where: str) -> dict[str, Any]:
     """Parse `text` as one JSON object, or raise a DataError that starts with `where` (file or file:line)."""
     try:
@@ -138,8 +148,7 @@ def _read_table(spec: CorpusSpec, stats: CorpusStats, delimiter: str) -> Iterato
     if delimiter == "\t":
         rows: Iterator[tuple[int, list[str]]] = ((n, line.split("\t")) for n, line in lines)
     else:
-        reader = csv.reader((line + "\n" for _, line in lines), delimiter=delimiter)
-        rows = ((reader.line_num, row) for row in reader)
+        rows = csv_rows(spec.path, lines, delimiter)
     try:
         _, header = next(rows)
     except StopIteration:

@@ -8,14 +8,13 @@ no header at all with three columns sentence1, sentence2, score (Chinese STS-B).
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from common.corpus import decoded_lines, json_object
+from common.corpus import csv_rows, decoded_lines, json_object
 from errors import DataError, UsageError
 
 # (sentence1, sentence2, score, split) column names per known header layout.
@@ -59,8 +58,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         return _json_rows(path, lines)
     if "\t" in lines[0][1]:
         return [(n, line.split("\t")) for n, line in lines if line.strip()]
-    reader = csv.reader(line + "\n" for _, line in lines)
-    return [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    return [(n, row) for n, row in csv_rows(path, iter(lines)) if any(cell.strip() for cell in row)]
 
 
 def _json_rows(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:

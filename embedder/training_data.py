@@ -7,14 +7,13 @@ record. A bad row raises `DataError` naming the file and line.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.corpus import CorpusSpec, decoded_lines, json_object
+from common.corpus import CorpusSpec, csv_rows, decoded_lines, json_object
 from common.sts_data import StsData, load_sts, parse_data_arg
 from embedder.training_methods import METHODS, SCORED_METHODS
 from errors import DataError, UsageError
@@ -133,8 +132,7 @@ def unsup_sentences(path: Path, split: str = "train") -> TrainingData:
 def _table_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) of every non-blank line: CSV for .csv files, tab-separated otherwise."""
     if CorpusSpec(path).resolved_format() == "csv":
-        reader = csv.reader(line + "\n" for _, line in decoded_lines(path))
-        yield from ((reader.line_num, row) for row in reader if any(cell.strip() for cell in row))
+        yield from ((n, row) for n, row in csv_rows(path, decoded_lines(path)) if any(cell.strip() for cell in row))
     else:
         yield from ((n, line.split("\t")) for n, line in decoded_lines(path) if line.strip())
 

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from cli import main
 from conftest import DATA, STSB_EN, require
+from common.corpus import CorpusSpec, read_corpus
+from embedder.training_data import sup_triplets
 from errors import DataError
 from eval import evaluate_sts, load_sts
 
@@ -43,6 +45,14 @@ def test_a_bad_score_names_file_and_line(tmp_path):
     (tmp_path / "p.tsv").write_text("s1\ts2\tscore\na\tb\t1\nc\td\thigh\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"p.tsv:3: score 'high' is not a number"):
         load_sts(tmp_path / "p.tsv")
+
+
+@pytest.mark.parametrize("read", [load_sts, lambda p: list(read_corpus(CorpusSpec(p, text_column="s1"))), sup_triplets], ids=["sts", "corpus", "training"])
+def test_a_carriage_return_inside_a_csv_field_names_file_and_line(tmp_path, read):
+    """Found by the property test (content b'\\r\\x00'): csv's own error used to escape as a traceback."""
+    (tmp_path / "p.csv").write_bytes(b"s1,s2,score\na,b,1\nc\rx,d,2\n")
+    with pytest.raises(DataError, match=r"p.csv:3: not valid CSV"):
+        read(tmp_path / "p.csv")
 
 
 @pytest.mark.slow
