@@ -74,9 +74,9 @@ def perturb(sentence: str, how: str, rng: random.Random) -> str:
 
 def make_corpus(path: Path, docs: int) -> int:
     """Write >= `docs` distinct documents (JSONL: id, text, variant); returns how many."""
-    rng, seen, rows = random.Random(0), set(), []
+    rng, seen, rows, sentences = random.Random(0), set(), [], base_sentences()
     for how in PERTURBATIONS:
-        for sentence in base_sentences():
+        for sentence in sentences:
             text = perturb(sentence, how, rng)
             if text not in seen:
                 seen.add(text)
@@ -98,9 +98,6 @@ class CachedEncoder:
     def describe(self):
         return self.inner.describe()
 
-    def count_tokens(self, texts):
-        return self.inner.count_tokens(texts)
-
     def encode(self, texts, batch_size=64, show_progress=None):
         if all(t in self.rows for t in texts):
             return self.vectors[[self.rows[t] for t in texts]]
@@ -118,6 +115,8 @@ def prepare(cache: Path, docs: int, index_type: str) -> Path:
     corpus, vectors_path, folder = cache / "corpus.jsonl", cache / "vectors.npy", cache / f"index-{index_type}"
     if not corpus.exists():
         print(f"corpus: {make_corpus(corpus, docs)} documents", file=sys.stderr)
+    if vectors_path.exists() and folder.exists():
+        return folder
     docs = list(read_corpus(CorpusSpec(corpus)))
     texts = [d.text for d in docs]
     encoder = load_encoder()
@@ -136,7 +135,7 @@ def prepare(cache: Path, docs: int, index_type: str) -> Path:
     return folder
 
 
-def queries(cache: Path, n: int = 2000) -> list[str]:
+def queries(n: int = 2000) -> list[str]:
     """Query texts: base sentences with their last word dropped (not themselves documents, mostly)."""
     rng = random.Random(1)
     picked = rng.sample(base_sentences(), n)
@@ -237,7 +236,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(generate(job["url"], job["path"], job["bodies"], job["concurrency"], job["requests"], job["duration"], {}))))
         return
     folder = prepare(args.cache, args.docs, args.type)
-    texts = queries(args.cache)
+    texts = queries()
     search_bodies = [{"queries": [q], "k": 10} for q in texts]
     clients = [int(c) for c in args.clients.split(",")]
     rows = []

@@ -217,10 +217,10 @@ def publish_version(work: Path, target: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def clean_stale(target: Path) -> list[str]:
+def clean_stale(target: Path) -> None:
     """Remove what killed writers left beside `target` (temporary copies, links, unpublished versions); call under its lock.
 
-    Returns the names removed (and says so on stderr). `.NAME.partial` is kept: it is a build's resumable progress.
+    Says on stderr what it removed. `.NAME.partial` is kept: it is a build's resumable progress.
     """
     target = Path(target).absolute()
     removed = []
@@ -230,7 +230,6 @@ def clean_stale(target: Path) -> list[str]:
             removed.append(stale.name)
     if removed:
         print(f"removed {len(removed)} stale temporary item(s) left by an interrupted writer of {target.name}: {', '.join(sorted(removed))}", file=sys.stderr)
-    return removed
 
 
 def read_consistently(path: Path, load: Callable[[Path], T]) -> T:
@@ -270,7 +269,7 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_update(folder: Path, lock_timeout: float | None = None) -> Iterator[Path]:
+def atomic_update(folder: Path) -> Iterator[Path]:
     """Yield a copy of the index folder `folder` to modify; on success it is published as the new version in one swap.
 
     Holds `folder`'s writer lock throughout; callers that read what the change
@@ -278,7 +277,7 @@ def atomic_update(folder: Path, lock_timeout: float | None = None) -> Iterator[P
     On any exception `folder` is left exactly as it was.
     """
     folder = writer_folder(folder)
-    with writer_lock(folder, lock_timeout):
+    with writer_lock(folder):
         clean_stale(folder)
         work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         try:

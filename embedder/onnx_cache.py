@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.atomic import atomic_folder, writer_lock
+from common.hashing import sha256_of
 from errors import UsageError
 
 CACHE_DIR = "onnx"
@@ -35,15 +36,6 @@ class FileStamp:
     sha256: str
     size: int
     mtime_ns: int
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_files(transformer_dir: Path) -> list[Path]:

@@ -109,8 +109,7 @@ class OnnxEncoder:
     def run(self, encodings: list[Any]) -> np.ndarray:
         """One padded batch through the graph and the numpy modules, then L2-normalized (as the torch backend returns)."""
         width = max(len(e.ids) for e in encodings)
-        pad = (self.tokenizer.padding or {}).get("pad_id", 0)
-        arrays = {name: np.full((len(encodings), width), pad if name == "input_ids" else 0, dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        arrays = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
         for i, e in enumerate(encodings):
             arrays["input_ids"][i, : len(e.ids)] = e.ids
             arrays["attention_mask"][i, : len(e.ids)] = e.attention_mask

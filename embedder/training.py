@@ -9,7 +9,6 @@ folder is a plain sentence-transformers model plus `training.json`, written atom
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -29,6 +28,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling, Transfor
 from transformers import PrinterCallback, TrainerCallback
 
 from common.atomic import atomic_folder, check_target
+from common.hashing import sha256_of
 from common.progress import wants_progress
 from common.sts_data import StsData, load_sts
 from embedder.dim_choice import sts_measure
@@ -83,14 +83,6 @@ class TrainResult:
     @property
     def final_dev_spearman(self) -> float | None:
         return self.record["final_dev_spearman"]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -307,7 +299,7 @@ def set_record(train_set: TrainSet, name: str, data: TrainingData, loss: torch.n
         "split": train_set.split,
         "method": train_set.method,
         "loss": describe_loss(loss),
-        "sha256": file_sha256(train_set.path),
+        "sha256": sha256_of(train_set.path),
         "rows": len(data),
         **data.stats,
     }
@@ -334,7 +326,7 @@ def run_record(
         "base": model_reference(config.base),
         "data": {
             "train": sets,
-            "dev": None if dev is None else {"path": str(config.dev.resolve()), "sha256": file_sha256(config.dev), "pairs": len(dev), "name": dev.name},
+            "dev": None if dev is None else {"path": str(config.dev.resolve()), "sha256": sha256_of(config.dev), "pairs": len(dev), "name": dev.name},
         },
         "hyperparameters": {
             "epochs": config.epochs,

@@ -1,7 +1,7 @@
 """Several training runs behind one output: N seeds with an optional weight average ("model soup"), or a hyperparameter search.
 
-Both compare runs on the dev set only, each run scored by the same function (`dev_score`:
-the project's Spearman of cosines, `common.measures`). Runs are kept in a work folder beside
+Both compare runs on the dev set only, each run scored by the same measure (the project's
+Spearman of cosines, `common.measures`: `dev_score`, and the checkpoint choice inside `train()`). Runs are kept in a work folder beside
 the output (`.OUT.work/`), so an interrupted command, run again, skips what is finished;
 the work folder is removed once the output is written.
 """
@@ -251,7 +251,7 @@ def search(config: TrainConfig, spec: str, trials: int | None = None) -> TrainRe
     configs = {name: replace(config, **settings) for name, settings in grid.items()}
     for trial in configs.values():
         check_config(trial)  # every setting is valid before the first trial starts
-    dev = load_dev(config.dev)
+    load_dev(config.dev)  # and so is the dev file; each trial's train() scores its chosen checkpoint on it
     work = open_work(config, {"search": spec, "trials": trials})
     results, best = work / RESULTS, work / "best"
     done = _done(results)
@@ -260,7 +260,7 @@ def search(config: TrainConfig, spec: str, trials: int | None = None) -> TrainRe
             continue
         log.info(f"trial {len(done) + 1}/{len(configs)}: {name}")
         result = train(replace(trial, output=work / "trial", overwrite=True))
-        score = dev_score(result.model, dev)
+        score = result.final_dev_spearman
         if not best.is_dir() or score > read_record(best)["final_dev_spearman"]:
             result.record.update(final_dev_spearman=score, trial=name)
             (result.output / TRAINING_JSON).write_text(json.dumps(result.record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

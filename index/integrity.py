@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.hashing import sha256_of
 from errors import DataError
-
-_READ_BLOCK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_READ_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_digests(folder: Path, skip: str = "manifest.json") -> dict[str, dict[str, Any]]:

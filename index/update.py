@@ -115,7 +115,7 @@ def add_documents(
                 f"{corpus.path}: {len(clashes)} id(s) already in {folder} ({shown}); pass --upsert to replace them, "
                 "or give the new documents ids not in the index (documents without an id get fresh ones)"
             )
-        with atomic_update(folder, lock_timeout) as work:
+        with atomic_update(folder) as work:
             vectors = VectorIndex.read(work, manifest.index_type, manifest.search_params)
             store = DocStore.open_writable(work / STORE_NAME)
             with progress_bar(total.documents, "adding", "doc", show_progress) as bar:
@@ -164,7 +164,7 @@ def remove_documents(folder: Path, ids: Iterable[int], lock_timeout: float | Non
         if missing:
             shown = ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
             raise DataError(f"{folder}: {len(missing)} id(s) not in the index ({shown}); nothing removed")
-        with atomic_update(folder, lock_timeout) as work:
+        with atomic_update(folder) as work:
             vectors = VectorIndex.read(work, manifest.index_type, manifest.search_params)
             vectors.remove(np.array(wanted, dtype=np.int64))
             store = DocStore.open_writable(work / STORE_NAME)

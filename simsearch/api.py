@@ -221,7 +221,7 @@ def bench_encode(
         scan_corpus(spec)
         texts = [doc.text for doc in read_corpus(spec)]
     else:
-        texts = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
+        texts = pairs.distinct()[0]
     with tempfile.TemporaryDirectory(prefix="simsearch-bench-") as scratch:
         config = BenchConfig(Path(work or scratch), model, tuple(backends or BENCH_BACKENDS), batch_size, repeats)
         return run_bench(texts[:limit], config, pairs, log)

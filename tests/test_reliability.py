@@ -13,7 +13,7 @@ from cli import main
 from common.corpus import CorpusSpec
 from embedder.model_files import model_fingerprint
 from index import BuildConfig
-from index.integrity import sha256_of
+from common.hashing import sha256_of
 from simsearch import api
 
 

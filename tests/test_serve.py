@@ -303,9 +303,6 @@ class FlakyEncoder:
     def describe(self):
         return self.inner.describe()
 
-    def count_tokens(self, texts):
-        return self.inner.count_tokens(texts)
-
     def encode(self, texts, batch_size=64, show_progress=None):
         if any("explode" in t for t in texts):
             raise RuntimeError("encoder crashed")

@@ -16,7 +16,8 @@ from sentence_transformers import SentenceTransformer
 from cli import main
 from conftest import DATA, TINY_WORDS, require
 from embedder.pooling import make_pooling
-from embedder.training import TRAINING_JSON, TrainConfig, file_sha256, make_loss, mixed_precision, train
+from common.hashing import sha256_of
+from embedder.training import TRAINING_JSON, TrainConfig, make_loss, mixed_precision, train
 from embedder.training_data import cosent_pairs, read_training_data, sup_triplets, unsup_sentences
 from embedder.training_methods import METHOD_DEFAULTS
 from errors import DataError, UsageError
@@ -114,7 +115,7 @@ def test_dev_curve_best_checkpoint_and_training_json(tmp_path, tiny_model_dir, t
     again = EmbeddingSimilarityEvaluator(dev.sentences1, dev.sentences2, dev.scores.tolist(), batch_size=64, name="dev")(SentenceTransformer(str(result.output), device="cpu"))
     assert again["dev_spearman_cosine"] == pytest.approx(record["final_dev_spearman"], abs=1e-4)
     [train_set] = record["data"]["train"]
-    assert train_set["sha256"] == file_sha256(tiny_data["cosent"]) and train_set["split"] == "train"
+    assert train_set["sha256"] == sha256_of(tiny_data["cosent"]) and train_set["split"] == "train"
     assert train_set["rows"] == 96 and train_set["max_score"] == 5 and train_set["loss"] == "CoSENTLoss(scale=20)"
     assert {"epochs": 3, "batch_size": 8, "lr": 1e-3, "matryoshka_dims": None}.items() <= record["hyperparameters"].items()
     assert record["seed"] == 42 and record["versions"]["sentence-transformers"] and record["wall_time_s"] > 0
@@ -316,8 +317,8 @@ def test_several_sets_train_together_and_training_json_lists_each(sampler, steps
     result = train(tiny_config(tmp_path, tiny_model_dir, "cosent", sets, epochs=1, sampler=sampler))
     record = json.loads((result.output / TRAINING_JSON).read_text())
     assert [(s["method"], s["rows"], s["sha256"]) for s in record["data"]["train"]] == [
-        ("cosent", 96, file_sha256(tiny_data["cosent"])),
-        ("simcse-sup", 64, file_sha256(tiny_data["simcse-sup"])),
+        ("cosent", 96, sha256_of(tiny_data["cosent"])),
+        ("simcse-sup", 64, sha256_of(tiny_data["simcse-sup"])),
     ]
     assert [s["loss"] for s in record["data"]["train"]] == ["CoSENTLoss(scale=20)", "MultipleNegativesRankingLoss(scale=20)"]
     # proportional uses every batch of both sets (12 + 8); round-robin alternates until the smaller set (8 batches) runs out
@@ -332,6 +333,7 @@ def test_train_specs_and_matryoshka_dims_are_checked_before_training(tmp_path, t
     stsb = require(DATA / "stsb-en" / "stsbenchmark.tsv.gz")
     assert parse_train_spec(f"{stsb}:dev@angle", "cosent") == TrainSet(stsb, "angle", "dev")
     assert parse_train_spec(stsb, "cosent") == TrainSet(stsb, "cosent", "train")
+    monkeypatch.setattr(embedder.training, "SentenceTransformerTrainer", lambda **kwargs: pytest.fail("training started"))
     for spec, message in [
         (f"{stsb}:test", "a test split is never trained on"),
         (f"{tiny_data['cosent']}@mnrl", "unknown method 'mnrl'"),
@@ -339,7 +341,6 @@ def test_train_specs_and_matryoshka_dims_are_checked_before_training(tmp_path, t
     ]:
         with pytest.raises(UsageError, match=message):
             train(TrainConfig("cosent", [str(tiny_data["cosent"]), spec], tmp_path / "out"))
-    monkeypatch.setattr(embedder.training, "SentenceTransformerTrainer", lambda **kwargs: pytest.fail("training started"))
     with pytest.raises(UsageError, match=r"--matryoshka 64 is larger than the base model's embedding dimension \(32\)"):
         train(tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], matryoshka=(64, 16)))
     assert not (tmp_path / "cosent").exists()
