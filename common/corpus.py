@@ -57,6 +57,8 @@ class CorpusStats:
 
     documents: int = 0
     blank: int = 0
+    numbered: int = 0  # documents without an id of their own (counted by scan_corpus(renumbered=True))
+    own_ids: list[int] = field(default_factory=list)  # the ids the file gives (kept by scan_corpus(renumbered=True))
 
 
 def is_url(path: Path | str) -> bool:
@@ -241,16 +243,23 @@ def read_corpus(spec: CorpusSpec, stats: CorpusStats | None = None) -> Iterator[
         yield doc
 
 
-def scan_corpus(spec: CorpusSpec) -> CorpusStats:
+def scan_corpus(spec: CorpusSpec, renumbered: bool = False) -> CorpusStats:
     """Read the whole corpus once without keeping it: validates every line and counts.
 
     Run before any expensive work so a bad line fails in seconds, not after encoding.
-    Duplicate ids (only possible with an id column) are an error.
+    Duplicate ids (only possible with an id column or field) are an error. With
+    `renumbered` (index add: documents without an id of their own get fresh ids),
+    only the ids the file gives must be distinct; they are kept in `own_ids`.
     """
     stats = CorpusStats()
     seen: set[int] = set()
     ids_can_repeat = spec.id_column is not None or spec.resolved_format() == "jsonl"  # else ids are line/row numbers
     for doc in read_corpus(spec, stats):
+        if renumbered and doc.numbered:
+            stats.numbered += 1
+            continue
+        if renumbered:
+            stats.own_ids.append(doc.id)
         if ids_can_repeat:
             if doc.id in seen:
                 raise DataError(f"{spec.path}: id {doc.id} appears twice")

@@ -71,17 +71,6 @@ def numbered_documents(corpus: CorpusSpec, first_fresh: int) -> Iterator[Documen
         yield doc
 
 
-def corpus_ids(corpus: CorpusSpec) -> tuple[list[int], int]:
-    """The ids the file gives its documents, and how many documents have none of their own (they get fresh ids): one pass."""
-    own, needed = [], 0
-    for doc in read_corpus(corpus):
-        if doc.numbered:
-            needed += 1
-        else:
-            own.append(doc.id)
-    return own, needed
-
-
 def fresh_id_start(folder: Path, corpus: CorpusSpec, own: list[int], needed: int) -> int:
     """The first fresh id: after the index's and the file's own largest id (an error when int64 runs out)."""
     first = max(_largest_id(folder), max(own, default=-1)) + 1
@@ -102,11 +91,11 @@ def add_documents(
     and checking ids to the swap happens under the folder's writer lock.
     """
     folder = writer_folder(Path(folder))
-    total = scan_corpus(corpus)
+    total = scan_corpus(corpus, renumbered=True)
+    own, fresh = total.own_ids, total.numbered
     with writer_lock(folder, lock_timeout):
         manifest = _check_index(folder)
         check_encoder(folder, manifest, encoder)
-        own, fresh = corpus_ids(corpus)
         first = fresh_id_start(folder, corpus, own, fresh)
         clashes = _existing_ids(folder, own)
         if clashes and not upsert:

@@ -47,6 +47,18 @@ def test_jsonl_rows_without_id_get_fresh_ids_after_the_files_own(tmp_path, tiny_
     assert {i: t for i, (t, _) in api.open_index(idx).store.get([500, 501, 502]).items()} == {500: "a cat", 501: "a dog", 502: "a man"}
 
 
+def test_a_line_number_equal_to_a_files_own_id_is_no_clash_for_add_but_is_for_build(tmp_path, tiny_corpus, tiny_model_dir):
+    idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)  # ids 1..13
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": 20, "text": "a cat"}\n' + "\n" * 18 + '{"text": "a dog"}\n', encoding="utf-8")  # "a dog" is on line 20
+    result = run("index", "add", idx, rows)  # line 20 has no id of its own: it gets a fresh one, so it cannot clash with id 20
+    assert result.exit_code == 0, result.output
+    assert "added 2 (new ids 21–21)" in result.stderr
+    assert {i: t for i, (t, _) in api.open_index(idx).store.get([20, 21]).items()} == {20: "a cat", 21: "a dog"}
+    built = run("index", "build", rows, "-o", tmp_path / "built", "--model", tiny_model_dir)  # build keeps line numbers: 20 twice
+    assert built.exit_code != 0 and "rows.jsonl: id 20 appears twice" in built.output
+
+
 def test_manifest_records_checksums_and_the_model_fingerprint_and_verify_checks_them(tmp_path, tiny_corpus, tiny_model_dir):
     idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)
     manifest = json.loads((idx / "manifest.json").read_text())
