@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.atomic import atomic_folder, writer_lock
+from common.atomic import atomic_file, atomic_folder, writer_lock
 from common.hashing import sha256_of
 from errors import UsageError
 
@@ -69,12 +69,20 @@ def current_stamps(transformer_dir: Path, known: dict[str, FileStamp]) -> dict[s
 
 
 def is_fresh(cache: Path, transformer_dir: Path) -> bool:
-    """True when `cache` holds both exports built from the current source file contents."""
+    """True when `cache` holds both exports built from the current source file contents.
+
+    When the contents match but sizes or mtimes do not (a copied model folder), the
+    record takes the new stamps, so the next load skips hashing the weights again.
+    """
     recorded = read_record(cache)
     if not recorded or not all((cache / name).is_file() for name in FILES.values()):
         return False
     now = current_stamps(transformer_dir, recorded)
-    return {n: s.sha256 for n, s in now.items()} == {n: s.sha256 for n, s in recorded.items()}
+    if {n: s.sha256 for n, s in now.items()} != {n: s.sha256 for n, s in recorded.items()}:
+        return False
+    if now != recorded:
+        restamp(cache, now)
+    return True
 
 
 def user_cache_root() -> Path:
@@ -105,12 +113,24 @@ def write_record(cache: Path, stamps: dict[str, FileStamp], exporter: dict[str, 
     (cache / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
+def restamp(cache: Path, stamps: dict[str, FileStamp]) -> None:
+    """Replace source.json's stamps (same hashes, new size/mtime), atomically; a read-only cache keeps its old ones."""
+    try:
+        record = json.loads((cache / SOURCE_RECORD).read_text(encoding="utf-8"))
+        record["source"] = {name: asdict(s) for name, s in stamps.items()}
+        with atomic_file(cache / SOURCE_RECORD) as handle:
+            os.fchmod(handle.fileno(), 0o644)  # readable by every user of a shared model folder, as the export's files are
+            handle.write((json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    except OSError:
+        pass  # a cache someone else owns: still fresh, just hashed again next time
+
+
 def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool) -> None:
     """Export into a fresh temporary folder and swap it in as `cache` (under a lock; skipped if another process just did it)."""
     with writer_lock(cache):  # the same lock atomic_folder takes for the swap (re-entrant), so exports wait for one another
         if is_fresh(cache, transformer_dir):
             return
-        stamps = current_stamps(transformer_dir, {})
+        stamps = current_stamps(transformer_dir, read_record(cache))  # hashes only files whose size or mtime changed
         from embedder.onnx_export import export_model  # torch: imported only when a build is needed
 
         with atomic_folder(cache, overwrite=True) as work:

@@ -19,6 +19,7 @@ from common.encoder import Encoder  # noqa: E402
 from common.sts_data import load_sts  # noqa: E402
 from conftest import STSB_EN, TINY_WORDS, require  # noqa: E402
 from embedder.backends import load_encoder  # noqa: E402
+from common.hashing import sha256_of  # noqa: E402
 from embedder.onnx_cache import SOURCE_RECORD, user_cache_root  # noqa: E402
 from errors import UsageError  # noqa: E402
 
@@ -126,6 +127,19 @@ def test_export_is_cached_in_the_model_folder_and_rebuilt_when_the_weights_chang
     assert_close_to_torch(model, tiny_sentences(40), "onnx")  # stale: re-exported from the new weights
     assert json.loads((cache / SOURCE_RECORD).read_text())["source"]["model.safetensors"]["sha256"] != first
     assert (cache / "model.onnx").stat().st_ino != exported
+
+
+def test_a_copied_model_reuses_its_export_and_records_the_copys_stamps(tiny_model_dir, tmp_path, user_cache):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    load_encoder(str(model), backend="onnx")
+    copy = Path(shutil.copytree(model, tmp_path / "copy"))  # onnx/ included
+    os.utime(copy / "model.safetensors", ns=(1, 1))  # a copy that did not keep mtimes (cp without -p, a download)
+    exported = (copy / "onnx" / "model.onnx").stat().st_ino
+    load_encoder(str(copy), backend="onnx")
+    recorded = json.loads((copy / "onnx" / SOURCE_RECORD).read_text())["source"]["model.safetensors"]
+    assert (copy / "onnx" / "model.onnx").stat().st_ino == exported  # same content: not exported again
+    assert recorded["mtime_ns"] == 1 and recorded["sha256"] == sha256_of(copy / "model.safetensors")  # next load skips hashing
+    assert (copy / "onnx" / SOURCE_RECORD).stat().st_mode & 0o777 == 0o644
 
 
 @pytest.fixture
