@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -42,6 +45,7 @@ class SentenceEncoder:
     reduction: dict[str, Any] | None = None
     backend: str = "torch"
     fingerprint: str | None = None  # of the model folder (embedder.model_files.model_fingerprint), recorded in manifests
+    _counting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def dim(self) -> int:
@@ -54,5 +58,13 @@ class SentenceEncoder:
         return encode(self.model, texts, batch_size, normalize=True, show_progress=show_progress)
 
     def count_tokens(self, texts: Sequence[str]) -> int:
-        ids = self.model.tokenizer(list(texts), truncation=True, max_length=self.model.max_seq_length)["input_ids"]
+        """Tokens after truncation, special tokens included (OpenAI's `usage`); safe beside `encode` in another thread."""
+        with self._counting:
+            ids = self._counter(list(texts), truncation=True, max_length=self.model.max_seq_length)["input_ids"]
         return sum(len(row) for row in ids)
+
+    @cached_property
+    def _counter(self) -> Any:
+        """A private copy of the tokenizer: a call with other padding settings retunes a fast tokenizer in place, which
+        breaks an `encode` running in another thread on the shared one (the server counts while a batch encodes)."""
+        return copy.deepcopy(self.model.tokenizer)

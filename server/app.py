@@ -271,7 +271,7 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
             {"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else v.tolist()}
             for i, v in enumerate(vectors)
         ]
-        tokens = service.registry.encoders[key].count_tokens(texts)
+        tokens = await asyncio.to_thread(service.registry.encoders[key].count_tokens, texts)  # 256 long inputs take a while
         return {"object": "list", "data": data, "model": key[0], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @app.get("/v1/models", response_model=m.ModelList, tags=["openai"])

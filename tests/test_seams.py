@@ -100,3 +100,28 @@ def test_encoding_on_cuda_runs_in_half_precision_with_the_same_vectors():
     assert next(gpu.model.parameters()).dtype in (torch.bfloat16, torch.float16)
     cosines = np.einsum("ij,ij->i", gpu.encode(texts), load_encoder(device="cpu").encode(texts))
     assert cosines.min() > 0.99
+
+
+def test_counting_tokens_in_one_thread_leaves_an_encode_in_another_intact(tiny_model_dir):
+    """The server counts `usage` tokens while a batch encodes: the count must not retune the tokenizer under the encode."""
+    import threading
+
+    encoder = load_encoder(str(tiny_model_dir))
+    texts = [" ".join(["dog cat"] * (1 + i % 9)) for i in range(32)]  # mixed lengths: the encode pads, the count does not
+    want, counts, failures = encoder.encode(texts, 8), set(), []
+
+    def count() -> None:
+        try:
+            for _ in range(400):
+                counts.add(encoder.count_tokens(texts[:5]))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        for _ in range(40):
+            assert np.allclose(encoder.encode(texts, 8), want, atol=1e-5)
+    finally:
+        counter.join()
+    assert not failures and len(counts) == 1
