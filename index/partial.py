@@ -4,9 +4,10 @@ Per completed chunk, in this order: its vectors and ids are appended to raw
 stream files, its texts are committed to SQLite, then `progress.json` is
 replaced atomically with the sha256 of each chunk's rows. A resumed build
 trusts only what `progress.json` counts and checksums: a stream shorter than
-that, or whose rows do not match, is refused (never padded); otherwise it cuts
-the stream files back to that many rows, re-adds those vectors to the (trained)
-index without re-encoding, and continues reading the corpus there.
+that is refused at once (never padded); otherwise it cuts the stream files back
+to that many rows and re-adds those vectors to the (trained) index without
+re-encoding, checking each chunk's sha256 as it reads it (a mismatch is refused
+then, before anything is written), and continues reading the corpus there.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class PartialBuild:
         return partial
 
     def _check_checkpoint(self) -> None:
-        """Refuse streams shorter than the record or whose rows fail their checksum; cut off a chunk written but not recorded."""
-        damaged = f"{self.folder}: damaged checkpoint, build without --resume to start over"
+        """Refuse streams shorter than the record; cut off a chunk written but not recorded (checksums: `completed_chunks`)."""
+        damaged = self._damaged()
         if sum(rows for rows, _ in self.chunks) != self.done:
             raise DataError(f"{damaged} ({PROGRESS_NAME} counts {self.done} rows but its chunks add up to {sum(r for r, _ in self.chunks)})")
         for name, width in ((STREAM_VECTORS, 4 * self.dim), (STREAM_IDS, 8)):
@@ -75,19 +76,11 @@ class PartialBuild:
                 raise DataError(f"{damaged} ({name} holds {size} bytes, {PROGRESS_NAME} records {self.done} rows = {self.done * width} bytes)")
             with open(self.folder / name, "r+b") as handle:
                 handle.truncate(self.done * width)  # drop a chunk that was written but not recorded
-        for number, ((rows, digest), (vectors, ids)) in enumerate(zip(self.chunks, self._stream(self.chunks)), start=1):
-            if _chunk_digest(vectors, ids) != digest:
-                raise DataError(f"{damaged} (chunk {number} of {STREAM_VECTORS}/{STREAM_IDS} fails its sha256)")
         if self.store.count() < self.done:
             raise DataError(f"{damaged} ({STORE_NAME} holds {self.store.count()} documents, {PROGRESS_NAME} records {self.done})")
 
-    def _stream(self, sizes: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The recorded rows in pieces of the given sizes (copies, so the maps can close)."""
-        vectors, ids = self.stream()
-        start = 0
-        for rows, *_ in sizes:
-            yield np.array(vectors[start : start + rows]), np.array(ids[start : start + rows])
-            start += rows
+    def _damaged(self) -> str:
+        return f"{self.folder}: damaged checkpoint, build without --resume to start over"
 
     def _record(self) -> None:
         tmp = self.folder / (PROGRESS_NAME + ".tmp")
@@ -113,8 +106,15 @@ class PartialBuild:
         return self.folder / TRAINED_NAME if (self.folder / TRAINED_NAME).is_file() else None
 
     def completed_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(vectors, ids) already recorded, read back from the stream files chunk by chunk."""
-        yield from self._stream(self.chunks)
+        """(vectors, ids) already recorded, read back chunk by chunk (copies) and checked against their sha256: one read."""
+        vectors, ids = self.stream()
+        start = 0
+        for number, (rows, digest) in enumerate(self.chunks, start=1):
+            chunk = np.array(vectors[start : start + rows]), np.array(ids[start : start + rows])
+            if _chunk_digest(*chunk) != digest:
+                raise DataError(f"{self._damaged()} (chunk {number} of {STREAM_VECTORS}/{STREAM_IDS} fails its sha256)")
+            yield chunk
+            start += rows
 
     def stream(self) -> tuple[np.ndarray, np.ndarray]:
         """The recorded (vectors, ids) as read-only memory maps, in corpus order."""
