@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +65,30 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture
+def read_only() -> Iterator[Callable[[Path], Path]]:
+    """Makes folders nobody can write into: mode 555, and for root (who ignores modes) the immutable flag; undone at teardown."""
+    made: list[Path] = []
+
+    def make(folder: Path) -> Path:
+        folder.chmod(0o555)
+        made.append(folder)
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        try:
+            (folder / ".probe").touch()
+            (folder / ".probe").unlink()
+            pytest.skip("cannot make a folder read-only here (root without chattr)")
+        except OSError:
+            return folder
+
+    yield make
+    for folder in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)
 
 
 @pytest.fixture

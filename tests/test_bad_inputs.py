@@ -88,6 +88,7 @@ class Env:
     tmp: Path
     model: Path
     base: Path
+    read_only: Callable[[Path], Path]  # the conftest fixture: makes a folder nobody can write into
 
     def index(self, name: str = "idx") -> Path:
         """A fresh copy of the shared tiny index (a plain folder, as an older simsearch wrote it)."""
@@ -195,12 +196,9 @@ def symlink_loop(env: Env, monkeypatch) -> Case:
 
 
 def read_only_folder(env: Env, monkeypatch) -> Case:
-    """An output folder the user may not write (root ignores file modes, so this case needs an ordinary user)."""
-    if os.geteuid() == 0:
-        pytest.skip("root may write any folder")
-    folder = env.tmp / "ro"
-    folder.mkdir()
-    folder.chmod(0o555)
+    """An output folder the user may not write."""
+    (env.tmp / "ro").mkdir()
+    folder = env.read_only(env.tmp / "ro")
     return Case(["index", "build", write(env.tmp / "c.txt", "a dog\n"), "-o", folder / "idx", "--model", env.model], 2, ("ro", "is not writable"))
 
 
@@ -290,8 +288,8 @@ def run_limited(args: list[str], limit: int) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_gives_one_line_and_touches_nothing(name, tmp_path, tiny_model_dir, base_index, monkeypatch):
-    case = CASES[name](Env(tmp_path, tiny_model_dir, base_index), monkeypatch)
+def test_bad_input_gives_one_line_and_touches_nothing(name, tmp_path, tiny_model_dir, base_index, monkeypatch, read_only):
+    case = CASES[name](Env(tmp_path, tiny_model_dir, base_index, read_only), monkeypatch)
     args = [str(a) for a in case.args]
     before = snapshot(case.guarded)
     if case.disk_limit is not None:

@@ -143,21 +143,9 @@ def test_a_copied_model_reuses_its_export_and_records_the_copys_stamps(tiny_mode
 
 
 @pytest.fixture
-def read_only_model(tiny_model_dir, tmp_path) -> Path:
-    """A model folder nobody can write into: mode bits, and for root (who ignores them) the immutable flag."""
-    model = copy_model(tiny_model_dir, tmp_path / "read-only")
-    model.chmod(0o555)
-    immutable = os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(model)], capture_output=True).returncode == 0
-    try:
-        (model / "probe").touch()
-        (model / "probe").unlink()
-        pytest.skip("cannot make a folder read-only here (root without chattr)")
-    except OSError:
-        pass
-    yield model
-    if immutable:
-        subprocess.run(["chattr", "-i", str(model)], check=True)
-    model.chmod(0o755)
+def read_only_model(tiny_model_dir, tmp_path, read_only) -> Path:
+    """A model folder nobody can write into."""
+    return read_only(copy_model(tiny_model_dir, tmp_path / "read-only"))
 
 
 def test_read_only_model_folder_caches_under_the_user_cache_dir(read_only_model, user_cache):
