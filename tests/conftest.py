@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import torch
 
 from embedder import DEFAULT_MODEL_NAME, SentenceEncoder, load_model
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
 STSB_EN = DATA / "stsb-en" / "stsbenchmark.tsv.gz"
 
 TINY_WORDS = (
@@ -65,6 +67,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     return load_model(str(tiny_model_dir))
+
+
+def run_python(code: str) -> str:
+    """Run `code` in a fresh interpreter (this checkout on the path, this test's environment); its stdout, stripped."""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch) -> Path:
+    """This test's own user cache dir (XDG_CACHE_HOME), so no ONNX export lands in the real one."""
+    from embedder.onnx_cache import user_cache_root
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return user_cache_root()
 
 
 @pytest.fixture

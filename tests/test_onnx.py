@@ -6,33 +6,24 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.usefixtures("user_cache")  # every test gets its own ONNX export cache dir
 
 from common.encoder import Encoder  # noqa: E402
 from common.sts_data import load_sts  # noqa: E402
-from conftest import STSB_EN, TINY_WORDS, require  # noqa: E402
+from conftest import STSB_EN, TINY_WORDS, require, run_python  # noqa: E402
 from embedder.backends import load_encoder  # noqa: E402
 from common.hashing import sha256_of  # noqa: E402
-from embedder.onnx_cache import SOURCE_RECORD, user_cache_root  # noqa: E402
+from embedder.onnx_cache import SOURCE_RECORD  # noqa: E402
 from errors import UsageError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 MIN_COSINE = 0.98
-
-
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own user cache dir (XDG_CACHE_HOME), so no export lands in the real one."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    return user_cache_root()
 
 
 def tiny_sentences(count: int = 120, seed: int = 0) -> list[str]:
@@ -166,13 +157,6 @@ def test_unsupported_module_is_a_one_line_usage_error(tiny_model_dir, tmp_path):
     assert "\n" not in str(error.value)
 
 
-def run_python(code: str, env: dict[str, str]) -> str:
-    """Run `code` in a fresh interpreter with this checkout on the path; its stdout."""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def test_inference_with_a_fresh_cache_imports_no_torch(tiny_model_dir, tmp_path):
     model = copy_model(tiny_model_dir, tmp_path / "m")
     load_encoder(str(model), backend="onnx-int8")  # export here (needs torch), then a cold process only encodes
@@ -181,7 +165,7 @@ def test_inference_with_a_fresh_cache_imports_no_torch(tiny_model_dir, tmp_path)
         f"load_encoder({str(model)!r}, backend='onnx-int8').encode(['a man is playing guitar'])\n"
         "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))"
     )
-    assert run_python(code, dict(os.environ)) == "[]"
+    assert run_python(code) == "[]"
 
 
 def test_missing_onnxruntime_is_a_one_line_usage_error_with_the_install_hint(tiny_model_dir):
@@ -190,7 +174,7 @@ def test_missing_onnxruntime_is_a_one_line_usage_error_with_the_install_hint(tin
         "from embedder.backends import load_encoder\nfrom errors import UsageError\n"
         f"try:\n    load_encoder({str(tiny_model_dir)!r}, backend='onnx')\nexcept UsageError as exc:\n    print(exc)"
     )
-    assert run_python(code, dict(os.environ)) == "the onnx backends need onnxruntime: pip install 'simsearch[onnx]'"
+    assert run_python(code) == "the onnx backends need onnxruntime: pip install 'simsearch[onnx]'"
 
 
 def test_the_export_cache_does_not_change_the_model_fingerprint(tmp_path, tiny_model_dir):

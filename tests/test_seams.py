@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +11,7 @@ from click.testing import CliRunner
 
 from cli import main
 from common.corpus import CorpusSpec
+from conftest import run_python
 from embedder import load_encoder, load_model
 from errors import UsageError
 from index.build import build_index
@@ -84,11 +82,10 @@ def test_help_imports_neither_torch_nor_sentence_transformers(tmp_path):
         "print(json.dumps([len(every), helped]))\n"
         "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'faiss', 'scipy', 'numpy') if m in sys.modules))\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, check=True)
-    total, helped = json.loads(out.stdout.splitlines()[0])
+    out = run_python(code).splitlines()
+    total, helped = json.loads(out[0])
     assert len(helped) == total and {"", "serve", "bench encode", "index add", "eval ann", "train", "reduce sweep"} <= set(helped)
-    assert out.stdout.splitlines()[1] == "[]"
+    assert out[1] == "[]"
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")

@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.usefixtures("user_cache")  # every test gets its own ONNX export cache dir
 
 from cli import main  # noqa: E402
 from common.corpus import CorpusSpec  # noqa: E402
+from conftest import run_python  # noqa: E402
 from index.manifest import Manifest  # noqa: E402
 from server.registry import Registry  # noqa: E402
 from simsearch import api  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["a dog sleeps on the sofa", "stocks fell", "a man playing guitar", "the fast red car", "rain today in the city"]
 HEAVY = ("torch", "sentence_transformers", "transformers", "scipy")
-
-
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch) -> None:
-    """ONNX exports of a read-only model would land in the user cache: keep them in this test's tmp dir."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 def cli_hits(folder: Path, *args: str) -> list[list[tuple[int, float]]]:
@@ -82,23 +74,21 @@ def test_serve_shares_one_encoder_per_model_and_backend(tmp_path, tiny_corpus, t
     assert shared.entries["a"].index.encoder is shared.entries["b"].index.encoder
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """`python -c` running the click group in a fresh interpreter, then printing which heavy modules it imported."""
+def run_cli(*args: str) -> list[str]:
+    """`python -c` running the click group in a fresh interpreter, then printing which heavy modules it imported: its lines."""
     code = (
         "import sys\nfrom cli import main\n"
         f"main({list(args)!r}, standalone_mode=False)\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result
+    return run_python(code).splitlines()
 
 
 def test_an_onnx_int8_query_imports_no_torch_transformers_or_scipy(tmp_path, tiny_corpus, tiny_model_dir):
     api.build(tiny_corpus, tmp_path / "torch-idx", model=str(tiny_model_dir))  # a torch index, queried with int8
     api.build(tiny_corpus, tmp_path / "int8-idx", model=str(tiny_model_dir), backend="onnx-int8")  # the export is cached now
     for args in (("query", str(tmp_path / "torch-idx"), "a dog", "--backend", "onnx-int8"), ("query", str(tmp_path / "int8-idx"), "a dog")):
-        out = run_cli(*args).stdout.splitlines()
+        out = run_cli(*args)
         assert out[0] == "query: a dog" and "[" in out[1] and out[-1] == "[]"
 
 
