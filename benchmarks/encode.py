@@ -18,11 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common.sts_data import load_sts  # noqa: E402
-from eval.encode_speed import BENCH_BACKENDS, BenchConfig, run_bench  # noqa: E402
+import paths  # noqa: I001  (puts the repository root on sys.path)
+from common.sts_data import load_sts
+from eval.encode_speed import BENCH_BACKENDS, BenchConfig, run_bench
 
 
 def main(args: argparse.Namespace) -> None:
@@ -43,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", nargs="+", default=list(BENCH_BACKENDS), choices=BENCH_BACKENDS)
-    parser.add_argument("--cache", default=str(ROOT / "build" / "encode-bench"), help="vectors and results (default: build/encode-bench)")
+    parser.add_argument("--cache", default=str(paths.ROOT / "build" / "encode-bench"), help="vectors and results (default: build/encode-bench)")
     args = parser.parse_args()
     if not {"st", "torch"} <= set(args.backends):
         parser.error("--backends must include st and torch (the references)")

@@ -18,6 +18,9 @@ SHARED_STS: tuple[tuple[str, str | None], ...] = (
     *((f"stsb-zh/STS-B.{part}.data", None) for part in ("train", "valid", "test")),
 )
 
+# The English ones: STS-B (every split) and SICK (train, trial), what the serving and start-up benchmarks index.
+ENGLISH_STS: tuple[tuple[str, str | None], ...] = (("stsb-en/stsbenchmark.tsv.gz", None), ("sick/SICK_train.txt", None), ("sick/SICK_trial.txt", None))
+
 
 def clustered(n: int, dim: int, centres: int, queries: int, seed: int = 0, spread: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors drawn from a Gaussian mixture around `centres` random unit centres (base, queries)."""
@@ -46,18 +49,19 @@ def uniform(n: int, dim: int, queries: int, seed: int = 0) -> tuple[np.ndarray, 
     return x[:n], x[n:]
 
 
-def shared_sentences(data: Path, sts: tuple[tuple[str, str | None], ...] = SHARED_STS) -> list[str]:
-    """Distinct sentences of the `sts` files under `data`, then the zh-triplets query/pos/neg, in first-seen order."""
+def shared_sentences(data: Path, sts: tuple[tuple[str, str | None], ...] = SHARED_STS, triplets: bool = True) -> list[str]:
+    """Distinct sentences of the `sts` files under `data`, then (if `triplets`) the zh-triplets query/pos/neg, in first-seen order."""
     from common.sts_data import load_sts
 
     found: list[str] = []
     for name, split in sts:
         pairs = load_sts(data / name, split)
         found += pairs.sentences1 + pairs.sentences2
-    with open(data / "zh-triplets" / "bge_finetune_data.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            found += [record["query"], *record["pos"], *record["neg"]]
+    if triplets:
+        with open(data / "zh-triplets" / "bge_finetune_data.jsonl", encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                found += [record["query"], *record["pos"], *record["neg"]]
     return list(dict.fromkeys(s.strip() for s in found if s.strip()))
 
 

@@ -39,20 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-DATA = ROOT.parent / "shared" / "data"
+import engine_data
+import paths  # noqa: I001  (puts the repository root on sys.path)
 PERTURBATIONS = ("original", "drop_word", "swap_words", "lower_no_punct", "repeat_word", "drop_first")
 NOISE = 0.016  # per-dimension noise on a perturbed text's vector (384 dims: cosine ~0.95 to the original)
-
-
-def base_sentences() -> list[str]:
-    """Distinct English sentences of the shared STS-B (all splits) and SICK files, in file order."""
-    from common.sts_data import load_sts
-
-    sets = [load_sts(DATA / "stsb-en" / "stsbenchmark.tsv.gz", None), *(load_sts(DATA / "sick" / f"SICK_{s}.txt", None) for s in ("train", "trial"))]
-    return list(dict.fromkeys(s for d in sets for s in (*d.sentences1, *d.sentences2) if s.strip()))
 
 
 def perturb(sentence: str, how: str, rng: random.Random) -> str:
@@ -74,7 +64,7 @@ def perturb(sentence: str, how: str, rng: random.Random) -> str:
 
 def make_corpus(path: Path, docs: int) -> int:
     """Write >= `docs` distinct documents (JSONL: id, text, variant); returns how many."""
-    rng, seen, rows, sentences = random.Random(0), set(), [], base_sentences()
+    rng, seen, rows, sentences = random.Random(0), set(), [], engine_data.shared_sentences(paths.DATA, engine_data.ENGLISH_STS, triplets=False)
     for how in PERTURBATIONS:
         for sentence in sentences:
             text = perturb(sentence, how, rng)
@@ -138,7 +128,7 @@ def prepare(cache: Path, docs: int, index_type: str) -> Path:
 def queries(n: int = 2000) -> list[str]:
     """Query texts: base sentences with their last word dropped (not themselves documents, mostly)."""
     rng = random.Random(1)
-    picked = rng.sample(base_sentences(), n)
+    picked = rng.sample(engine_data.shared_sentences(paths.DATA, engine_data.ENGLISH_STS, triplets=False), n)
     return [" ".join(s.split()[:-1]) or s for s in picked]
 
 
@@ -188,10 +178,10 @@ def run_load(url: str, path: str, bodies: list[dict], concurrency: int, requests
 
 # --- the server under test -------------------------------------------------------------------
 def start_server(folder: Path, max_batch: int, log: Path, backend: str | None = None) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(paths.ROOT)}
     command = [sys.executable, "-m", "cli", "serve", str(folder), "--port", "0", "--max-batch", str(max_batch)]
     with log.open("w") as sink:
-        process = subprocess.Popen(command + (["--backend", backend] if backend else []), cwd=ROOT, env=env, stderr=sink)
+        process = subprocess.Popen(command + (["--backend", backend] if backend else []), cwd=paths.ROOT, env=env, stderr=sink)
     deadline = time.monotonic() + 300
     while "serving " not in log.read_text() and time.monotonic() < deadline:
         if process.poll() is not None:
@@ -220,7 +210,7 @@ def measure(url: str, path: str, bodies: list[dict], clients: int, requests: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=ROOT / "build" / "serve-bench", help="corpus, cached vectors and index (made once)")
+    parser.add_argument("--cache", type=Path, default=paths.ROOT / "build" / "serve-bench", help="corpus, cached vectors and index (made once)")
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--requests", type=int, default=1200, help="requests per run (1 client: a quarter)")

@@ -30,12 +30,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common.sts_data import load_sts  # noqa: E402
-from embedder.model_files import default_model_path  # noqa: E402
-from index.manifest import MANIFEST_NAME, Manifest  # noqa: E402
+import engine_data
+import paths  # noqa: I001  (puts the repository root on sys.path)
+from embedder.model_files import default_model_path
+from index.manifest import MANIFEST_NAME, Manifest
 
 MIN_DOCUMENTS = 10_000
 QUERY = "A man is playing a guitar on stage."
@@ -55,16 +53,6 @@ class Timing:
     runs: list[float]
 
 
-def sentences(data_dir: Path) -> list[str]:
-    """Distinct sentences of STS-B (every split) and SICK (train, trial), in file order."""
-    files = [data_dir / "stsb-en" / "stsbenchmark.tsv.gz", data_dir / "sick" / "SICK_train.txt", data_dir / "sick" / "SICK_trial.txt"]
-    texts: list[str] = []
-    for path in files:
-        pairs = load_sts(path, split=None)
-        texts += pairs.sentences1 + pairs.sentences2
-    return [t for t in dict.fromkeys(t.strip() for t in texts) if t]
-
-
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli", *args]
 
@@ -76,17 +64,17 @@ def ensure_index(cache: Path, data_dir: Path, backend: str) -> Path:
         return folder
     cache.mkdir(parents=True, exist_ok=True)
     corpus = cache / "sentences.txt"
-    texts = sentences(data_dir)
+    texts = engine_data.shared_sentences(data_dir, engine_data.ENGLISH_STS, triplets=False)
     corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
     print(f"building {folder} from {len(texts):,} sentences with {backend} (once) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    subprocess.run(cli("index", "build", str(corpus), "-o", str(folder), "--backend", backend, "--overwrite"), check=True, cwd=ROOT, env=environment())
+    subprocess.run(cli("index", "build", str(corpus), "-o", str(folder), "--backend", backend, "--overwrite"), check=True, cwd=paths.ROOT, env=environment())
     print(f"built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return folder
 
 
 def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "PYTHONPATH": str(paths.ROOT)}
 
 
 def run_once(command: list[str]) -> tuple[float, float]:
@@ -100,7 +88,7 @@ def run_once(command: list[str]) -> tuple[float, float]:
         wrapped = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *command] if Path(GNU_TIME).is_file() else command
         with open(errors_file, "wb") as errors:
             start = time.perf_counter()
-            process = subprocess.Popen(wrapped, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=errors)
+            process = subprocess.Popen(wrapped, cwd=paths.ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=errors)
             _, status, usage = os.wait4(process.pid, 0)
             elapsed = time.perf_counter() - start
         process.returncode = code = os.waitstatus_to_exitcode(status)  # reaped by wait4 above
@@ -172,7 +160,7 @@ def main(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", help="shared data folder with stsb-en/ and sick/ (e.g. ../shared/data)")
-    parser.add_argument("--cache", default=str(ROOT / "build" / "startup-bench"), help="index and results (default: build/startup-bench)")
+    parser.add_argument("--cache", default=str(paths.ROOT / "build" / "startup-bench"), help="index and results (default: build/startup-bench)")
     parser.add_argument("--build-backend", default="onnx-int8", choices=("torch", "onnx", "onnx-int8"), help="backend that encodes the index once")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command (median reported)")
     parser.add_argument("--query", default=QUERY)

@@ -25,14 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import paths  # noqa: I001  (puts the repository root on sys.path)
+from common.sts_data import StsData, load_sts
+from embedder.loading import load_model
+from embedder.training_runs import dev_score
 
-from common.sts_data import StsData, load_sts  # noqa: E402
-from embedder.loading import load_model  # noqa: E402
-from embedder.training_runs import dev_score  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data"
+DATA = paths.DATA
 STSB = DATA / "stsb-en" / "stsbenchmark.tsv.gz"
 SICK_TRAIN = DATA / "sick" / "SICK_train.txt"
 SICK_TRIAL = DATA / "sick" / "SICK_trial.txt"
@@ -118,9 +116,9 @@ def shown(command: list[str], out_dir: Path) -> str:
 
 def run_command(command: list[str]) -> float:
     """Run `python -m cli COMMAND` from the checkout and return its wall time in seconds."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(paths.ROOT)}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli", *command], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "cli", *command], cwd=paths.ROOT, env=env, check=True)
     return time.perf_counter() - started
 
 
