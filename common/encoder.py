@@ -39,5 +39,7 @@ class Encoder(Protocol):
         ...
 
     def count_tokens(self, texts: Sequence[str]) -> int:
-        """How many tokens the model reads for `texts` (special tokens included, after truncation): the server's usage figure."""
+        """How many tokens the model reads for `texts` (special tokens included, after truncation): the server's usage figure.
+
+        Must be safe to call while `encode` runs in another thread (the server counts while a batch encodes)."""
         ...
