@@ -1,6 +1,7 @@
 """The training-recipe table (issue 16): each recipe run as a `simsearch` command, then scored on STS-B dev/test and SICK trial.
 
-Recipes: the base model; plain CoSENT; AnglE; CoSENT + SICK NLI triplets (multi-dataset);
+Recipes: the base model; plain CoSENT; AnglE; CoSENT + SICK (multi-dataset: its NLI triplets with
+MNRL, or its relatedness scores with CoSENT);
 CoSENT with Matryoshka dims cut to 384/128/64 beside whitening-128, JL-128 and plain
 truncation-128 of the plain CoSENT model; a 3-seed soup; the best of a hyperparameter search.
 Every choice (checkpoints, soup, search) is made on STS-B dev; STS-B test and SICK trial are
@@ -34,7 +35,7 @@ DATA = paths.DATA
 STSB = DATA / "stsb-en" / "stsbenchmark.tsv.gz"
 SICK_TRAIN = DATA / "sick" / "SICK_train.txt"
 SICK_TRIAL = DATA / "sick" / "SICK_trial.txt"
-TRAINED = ("cosent", "angle", "cosent-sick", "matryoshka", "soup", "search")  # the rows the best recipe is chosen from
+TRAINED = ("cosent", "angle", "cosent-sick", "cosent-sick-scored", "matryoshka", "soup", "search")  # the rows the best recipe is chosen from
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def recipes(inputs: Inputs, models: Path, smoke: bool) -> list[Recipe]:
         Recipe("cosent", "CoSENT", train("cosent", "cosent"), m("cosent")),
         Recipe("angle", "AnglE", train("angle", "angle"), m("angle")),
         Recipe("cosent-sick", "CoSENT + SICK NLI triplets (MNRL)", train("cosent-sick", "cosent", "--train", f"{inputs.sick_train}@simcse-sup"), m("cosent-sick")),
+        Recipe("cosent-sick-scored", "CoSENT + SICK relatedness scores (CoSENT)", train("cosent-sick-scored", "cosent", "--train", f"{inputs.sick_train}@cosent"), m("cosent-sick-scored")),
         Recipe("matryoshka", "CoSENT + Matryoshka, 384 dims", train("matryoshka", "cosent", "--matryoshka", dims), m("matryoshka")),
         Recipe(f"matryoshka-{small}", f"CoSENT + Matryoshka, truncated to {small}", ["reduce", "truncate", m("matryoshka"), "--dim", str(small), "-o", m(f"matryoshka-{small}")], m(f"matryoshka-{small}")),
         Recipe(f"matryoshka-{tiny}", f"CoSENT + Matryoshka, truncated to {tiny}", ["reduce", "truncate", m("matryoshka"), "--dim", str(tiny), "-o", m(f"matryoshka-{tiny}")], m(f"matryoshka-{tiny}")),
