@@ -36,8 +36,16 @@ class DocStore:
 
     @classmethod
     def open(cls, path: Path) -> DocStore:
-        """Open read-only, so a query can never change an index."""
-        return cls._checked(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False), path)
+        """Open read-only, so a query can never change an index.
+
+        A file gone by now (a writer pruned this version after the reader resolved it)
+        is a DataError, which `read_consistently` retries on the new version.
+        """
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            raise DataError(f"{path}: cannot open the document store ({exc})") from None
+        return cls._checked(db, path)
 
     @classmethod
     def open_writable(cls, path: Path) -> DocStore:

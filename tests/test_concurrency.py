@@ -18,9 +18,11 @@ import pytest
 
 from common.atomic import lock_path
 from common.corpus import CorpusSpec
+from errors import DataError
 from index.build import BuildConfig, build_index
 from index.integrity import verify_index
 from index.search import load_index
+from index.store import DocStore
 from index.update import add_documents, remove_documents
 from reliability_workers import HashEncoder, extra_corpus
 
@@ -157,6 +159,12 @@ def test_kill_9_at_random_points_never_loses_or_damages_the_index(tmp_path, corp
     add_documents(idx, CorpusSpec(write_lines(tmp_path / "one.txt", ["a big green dog"])), encoder)  # cleans what the kills left
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".idx.") and p.name not in (".idx.lock", ".idx.partial"))
     assert len(leftovers) <= 2 and all(name.startswith(".idx.v-") for name in leftovers), leftovers
+
+
+def test_a_store_pruned_before_it_is_opened_is_an_error_a_reader_retries(tmp_path):
+    """A version pruned between a reader's checks and its open must raise what read_consistently retries, not sqlite3's own error."""
+    with pytest.raises(DataError, match="missing.sqlite: cannot open the document store"):
+        DocStore.open(tmp_path / "missing.sqlite")
 
 
 def test_readers_never_see_a_missing_or_half_swapped_index(tmp_path, corpus):
