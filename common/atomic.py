@@ -257,7 +257,8 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     check_target(target, overwrite)
     target = writer_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    work = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    work.mkdir()  # not mkdtemp (mode 700): the result gets the mode any folder the user makes gets
     try:
         yield work
         with writer_lock(target):

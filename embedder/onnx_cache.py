@@ -134,7 +134,6 @@ def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool)
         from embedder.onnx_export import export_model  # torch: imported only when a build is needed
 
         with atomic_folder(cache, overwrite=True) as work:
-            work.chmod(0o755)  # mkdtemp makes it private; other users of a shared model folder read the cache too
             exporter = export_model(transformer_dir, work, all_layers)
             write_record(work, stamps, exporter)
 

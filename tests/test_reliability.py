@@ -110,3 +110,11 @@ def test_qrels_naming_documents_absent_from_the_index_warn_with_the_count(tmp_pa
     result = run("eval", "retrieval", idx, "--queries", tmp_path / "q.tsv", "--qrels", tmp_path / "qrels.tsv", "--json")
     assert result.exit_code == 0, result.output
     assert f"warning: 2 judged document id(s) of {tmp_path / 'qrels.tsv'} are not in {idx} (they count as misses)" in result.stderr
+
+
+def test_a_written_model_folder_gets_the_mode_of_any_folder_the_user_makes(tmp_path, tiny_model_dir):
+    """Not mkdtemp's private 700: other users of a shared models folder must be able to load it."""
+    result = run("reduce", "jl", tiny_model_dir, "--dim", "16", "-o", tmp_path / "reduced")
+    assert result.exit_code == 0, result.output
+    (tmp_path / "plain").mkdir()
+    assert (tmp_path / "reduced").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 != 0o700
