@@ -18,7 +18,7 @@ SHARED_STS: tuple[tuple[str, str | None], ...] = (
     *((f"stsb-zh/STS-B.{part}.data", None) for part in ("train", "valid", "test")),
 )
 
-# The English ones: STS-B (every split) and SICK (train, trial), what the serving and start-up benchmarks index.
+# The English ones (see english_sentences).
 ENGLISH_STS: tuple[tuple[str, str | None], ...] = (("stsb-en/stsbenchmark.tsv.gz", None), ("sick/SICK_train.txt", None), ("sick/SICK_trial.txt", None))
 
 
@@ -63,6 +63,11 @@ def shared_sentences(data: Path, sts: tuple[tuple[str, str | None], ...] = SHARE
                 record = json.loads(line)
                 found += [record["query"], *record["pos"], *record["neg"]]
     return list(dict.fromkeys(s.strip() for s in found if s.strip()))
+
+
+def english_sentences(data: Path) -> list[str]:
+    """Distinct sentences of STS-B (every split) and SICK (train, trial): what the serving and start-up benchmarks index."""
+    return shared_sentences(data, ENGLISH_STS, triplets=False)
 
 
 def shared_embeddings(cache: Path, data: Path, limit: int | None = None) -> tuple[list[str], np.ndarray]:

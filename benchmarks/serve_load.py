@@ -64,7 +64,7 @@ def perturb(sentence: str, how: str, rng: random.Random) -> str:
 
 def make_corpus(path: Path, docs: int) -> int:
     """Write >= `docs` distinct documents (JSONL: id, text, variant); returns how many."""
-    rng, seen, rows, sentences = random.Random(0), set(), [], engine_data.shared_sentences(paths.DATA, engine_data.ENGLISH_STS, triplets=False)
+    rng, seen, rows, sentences = random.Random(0), set(), [], engine_data.english_sentences(paths.DATA)
     for how in PERTURBATIONS:
         for sentence in sentences:
             text = perturb(sentence, how, rng)
@@ -128,7 +128,7 @@ def prepare(cache: Path, docs: int, index_type: str) -> Path:
 def queries(n: int = 2000) -> list[str]:
     """Query texts: base sentences with their last word dropped (not themselves documents, mostly)."""
     rng = random.Random(1)
-    picked = rng.sample(engine_data.shared_sentences(paths.DATA, engine_data.ENGLISH_STS, triplets=False), n)
+    picked = rng.sample(engine_data.english_sentences(paths.DATA), n)
     return [" ".join(s.split()[:-1]) or s for s in picked]
 
 

@@ -64,7 +64,7 @@ def ensure_index(cache: Path, data_dir: Path, backend: str) -> Path:
         return folder
     cache.mkdir(parents=True, exist_ok=True)
     corpus = cache / "sentences.txt"
-    texts = engine_data.shared_sentences(data_dir, engine_data.ENGLISH_STS, triplets=False)
+    texts = engine_data.english_sentences(data_dir)
     corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
     print(f"building {folder} from {len(texts):,} sentences with {backend} (once) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()

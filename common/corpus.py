@@ -58,7 +58,7 @@ class CorpusStats:
     documents: int = 0
     blank: int = 0
     numbered: int = 0  # documents without an id of their own (counted by scan_corpus(renumbered=True))
-    own_ids: list[int] = field(default_factory=list)  # the ids the file gives (kept by scan_corpus(renumbered=True))
+    own_ids: list[int] = field(default_factory=list)  # the ids the file gives, sorted (kept by scan_corpus(renumbered=True))
 
 
 def is_url(path: Path | str) -> bool:
@@ -257,13 +257,12 @@ def scan_corpus(spec: CorpusSpec, renumbered: bool = False) -> CorpusStats:
     for doc in read_corpus(spec, stats):
         if renumbered and doc.numbered:
             stats.numbered += 1
-            continue
-        if renumbered:
-            stats.own_ids.append(doc.id)
-        if ids_can_repeat:
+        elif ids_can_repeat:  # a document with an id of its own always has one that can repeat
             if doc.id in seen:
                 raise DataError(f"{spec.path}: id {doc.id} appears twice")
             seen.add(doc.id)
     if stats.documents == 0:
         raise DataError(f"{spec.path}: no documents to index ({stats.blank} blank lines)")
+    if renumbered:
+        stats.own_ids = sorted(seen)
     return stats

@@ -108,19 +108,17 @@ def writable(folder: Path) -> bool:
 
 
 def write_record(cache: Path, stamps: dict[str, FileStamp], exporter: dict[str, str]) -> None:
-    """Write source.json: what the exports in `cache` were built from and with."""
+    """Write source.json, atomically and readable by every user of a shared model folder: what the exports were built from and with."""
     record = {"source": {name: asdict(s) for name, s in stamps.items()}, "exporter": exporter}
-    (cache / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with atomic_file(cache / SOURCE_RECORD) as handle:
+        os.fchmod(handle.fileno(), 0o644)
+        handle.write((json.dumps(record, indent=2) + "\n").encode("utf-8"))
 
 
 def restamp(cache: Path, stamps: dict[str, FileStamp]) -> None:
     """Replace source.json's stamps (same hashes, new size/mtime), atomically; a read-only cache keeps its old ones."""
     try:
-        record = json.loads((cache / SOURCE_RECORD).read_text(encoding="utf-8"))
-        record["source"] = {name: asdict(s) for name, s in stamps.items()}
-        with atomic_file(cache / SOURCE_RECORD) as handle:
-            os.fchmod(handle.fileno(), 0o644)  # readable by every user of a shared model folder, as the export's files are
-            handle.write((json.dumps(record, indent=2) + "\n").encode("utf-8"))
+        write_record(cache, stamps, json.loads((cache / SOURCE_RECORD).read_text(encoding="utf-8")).get("exporter", {}))
     except OSError:
         pass  # a cache someone else owns: still fresh, just hashed again next time
 
