@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -69,8 +71,23 @@ def simsearch_error(exc: BaseException) -> SimsearchError | None:
     return None
 
 
+def give_local_cluster_a_token() -> None:
+    """Token authentication for the local Ray this process starts, with a token held in memory.
+
+    Left alone, Ray 2.5x+ saves a token to ~/.ray/auth_token (failing the build when the home
+    is read-only) and warns about it on stderr. A fresh random token in RAY_AUTH_TOKEN keeps
+    the local cluster authenticated, reaches its workers through their environment, and
+    writes nothing to the home. Any RAY_AUTH_* setting of the user's wins.
+    """
+    if not any(name in os.environ for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
 def connect(address: str | None) -> dict[str, float]:
     """Join (or start, when `address` is None) a Ray cluster once per process; return its resources."""
+    if address is None and "RAY_ADDRESS" not in os.environ and "ray" not in sys.modules:  # Ray reads RAY_AUTH_* on import
+        give_local_cluster_a_token()
     import ray
 
     # Ray's planner sees one input per file and warns that the pool is under-used; the read step splits it into blocks later.

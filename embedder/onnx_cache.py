@@ -146,4 +146,4 @@ def onnx_cache(model_dir: Path, transformer_dir: Path, all_layers: bool) -> Path
         if writable(cache.parent):
             build(cache, model_dir, transformer_dir, all_layers)
             return cache
-    raise UsageError(f"{model_dir}: cannot write an ONNX export into the model folder or {user_cache_root()}")
+    raise UsageError(f"{model_dir}: cannot write an ONNX export into the model folder or {user_cache_root()} (set XDG_CACHE_HOME to a writable folder)")

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from embedder.onnx_cache import FILES, INSTALL_HINT
+from embedder.onnx_encoder import import_onnxruntime
 from errors import UsageError
 
 OPSET = 17
@@ -28,9 +29,9 @@ def _first_line(exc: BaseException) -> str:
 
 def export_model(transformer_dir: Path, out: Path, all_layers: bool) -> dict[str, str]:
     """Write model.onnx and model_int8.onnx for the transformer in `transformer_dir` into `out`; returns tool versions."""
+    onnxruntime = import_onnxruntime()
     try:
         import onnx  # noqa: F401  (quantize_dynamic needs it; fail with the install hint, not deep inside)
-        import onnxruntime
         import torch
     except ImportError as exc:
         raise UsageError(f"exporting to ONNX needs {exc.name}: {INSTALL_HINT}") from None
@@ -58,7 +59,9 @@ def export_fp32(transformer_dir: Path, path: Path, all_layers: bool) -> None:
     """torch.onnx.export of the Hugging Face model with dynamic batch and sequence axes."""
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # the "Loading weights" bar is noise, as in embedder.loading
     # Eager attention traces to plain ONNX ops; the math is the same as the default kernel.
     model = AutoModel.from_pretrained(str(transformer_dir), local_files_only=True, attn_implementation="eager").eval()
     accepted = set(inspect.signature(model.forward).parameters)

@@ -1,16 +1,58 @@
-"""PNG plots of evaluation results (matplotlib, no display needed)."""
+"""PNG plots of evaluation results (matplotlib, no display needed), each written atomically.
+
+On a machine where matplotlib never ran, importing it builds its font list: it logs
+warnings when its config or cache folder cannot be written (read-only or missing home,
+full disk) and runs fontconfig's `fc-list`, which prints its own cache errors. Neither
+changes a plot (matplotlib falls back to a temporary cache), so both are kept off the
+user's stderr during that import; a PNG that cannot be written is one error naming it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
+from common.atomic import atomic_file
+from eval.sts import StsRun
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from eval.sts import StsRun  # noqa: E402
+@contextmanager
+def cache_chatter_muted() -> Iterator[None]:
+    """Mute matplotlib's logged warnings and anything its child processes (fc-list) write to stderr, for one block."""
+    logger = logging.getLogger("matplotlib")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        logger.setLevel(level)
+
+
+with cache_chatter_muted():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+
+def save_figure(fig, out: Path, dpi: int) -> None:
+    """Write `fig` as a PNG to `out` atomically (a full disk leaves no half-written file) and close it."""
+    try:
+        with atomic_file(Path(out)) as handle:
+            fig.savefig(handle, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
 
 
 def plot_sts_scatter(runs: Sequence[StsRun], out: Path, title: str = "") -> None:
@@ -24,8 +66,7 @@ def plot_sts_scatter(runs: Sequence[StsRun], out: Path, title: str = "") -> None
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
 
 
 def plot_sweep(rows: Sequence[dict], out: Path, title: str = "") -> Path:
@@ -52,8 +93,7 @@ def plot_sweep(rows: Sequence[dict], out: Path, title: str = "") -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, dpi=120)
     return out
 
 
@@ -75,6 +115,5 @@ def plot_recall_vs_qps(rows: Sequence[dict], out: Path) -> Path:
         ax.set_title(dataset, fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_file
 from common.corpus import json_object
 from errors import DataError, UsageError
 from eval.tables import format_table
@@ -179,18 +180,22 @@ def write_report(inputs: Sequence[Path], out: Path, title: str = "Results") -> l
                 shutil.copyfile(png, target)
             images.append(target)
     images += plot_records(records, out.parent, out.stem)
-    out.write_text(render_report(records, [p.name for p in images], title), encoding="utf-8")
+    with atomic_file(out) as handle:
+        handle.write(render_report(records, [p.name for p in images], title).encode("utf-8"))
     return images
 
 
 def plot_records(records: Sequence[Record], folder: Path, stem: str) -> list[Path]:
-    """Plots for kinds that have a natural picture: dimension sweeps and recall vs QPS."""
+    """Plots for kinds that have a natural picture: dimension sweeps and recall vs QPS (matplotlib is imported only for them)."""
+    sweeps = [r for r in records if r.kind == "reduction-sweep"]
+    bench = [r.fields for r in records if r.kind == "index-bench"]
+    if not sweeps and not bench:
+        return []
     from eval.plots import plot_recall_vs_qps, plot_sweep
 
     written = []
-    for n, record in enumerate(r for r in records if r.kind == "reduction-sweep"):
+    for n, record in enumerate(sweeps):
         written.append(plot_sweep(record.fields["rows"], folder / f"{stem}-dims{n or ''}.png", record.source.stem))
-    bench = [r.fields for r in records if r.kind == "index-bench"]
     if bench:
         written.append(plot_recall_vs_qps(bench, folder / f"{stem}-recall-qps.png"))
     return written

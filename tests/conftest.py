@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -74,6 +76,23 @@ def run_python(code: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def run_cli(args: list, env: dict[str, str] | None = None, file_limit: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`simsearch ARGS` in a fresh interpreter (this checkout on the path; `env` instead of this test's environment).
+
+    With `file_limit`, no file it writes may grow past that many bytes (EFBIG: what a full disk looks like to a writer).
+    """
+
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        preexec_fn=limit_files if file_limit is not None else None,
+    )
 
 
 @pytest.fixture

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +21,12 @@ from click.testing import CliRunner
 
 from cli import main
 from common.corpus import CorpusSpec
-from conftest import crash_on_call
+from conftest import crash_on_call, run_cli
 from embedder import SentenceEncoder
 from index import BuildConfig
 from index.partial import STREAM_VECTORS, partial_path
 from simsearch import api
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -276,24 +271,13 @@ def flip_last_byte(folder: Path, name: str) -> Path:
     return folder
 
 
-def run_limited(args: list[str], limit: int) -> subprocess.CompletedProcess:
-    """The CLI in a subprocess whose files may not grow past `limit` bytes (EFBIG: what a full disk looks like to a writer)."""
-
-    def limit_files() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, preexec_fn=limit_files, timeout=300)
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gives_one_line_and_touches_nothing(name, tmp_path, tiny_model_dir, base_index, monkeypatch, read_only):
     case = CASES[name](Env(tmp_path, tiny_model_dir, base_index, read_only), monkeypatch)
     args = [str(a) for a in case.args]
     before = snapshot(case.guarded)
     if case.disk_limit is not None:
-        done = run_limited(args, case.disk_limit)
+        done = run_cli(args, file_limit=case.disk_limit)
         code, stderr = done.returncode, done.stderr
     else:
         result = CliRunner().invoke(main, args)
