@@ -74,7 +74,7 @@ def simsearch_error(exc: BaseException) -> SimsearchError | None:
 def give_local_cluster_a_token() -> None:
     """Token authentication for the local Ray this process starts, with a token held in memory.
 
-    Left alone, Ray 2.5x+ saves a token to ~/.ray/auth_token (failing the build when the home
+    Left alone, Ray (seen in 2.60) saves a token to ~/.ray/auth_token (failing the build when the home
     is read-only) and warns about it on stderr. A fresh random token in RAY_AUTH_TOKEN keeps
     the local cluster authenticated, reaches its workers through their environment, and
     writes nothing to the home. Any RAY_AUTH_* setting of the user's wins.

@@ -30,7 +30,7 @@ ONNX_BACKENDS = tuple(FILES)
 def import_onnxruntime() -> Any:
     """The onnxruntime module, or a one-line UsageError with the install command.
 
-    ONNX Runtime (1.2x and later) keeps a telemetry device id under the user's home and warns on
+    ONNX Runtime (seen in 1.32) keeps a telemetry device id under the user's home and warns on
     stderr at import when it cannot (read-only or missing home); ORT_DISABLE_TELEMETRY, unless the
     user set it, turns that off, so the import writes nothing to the home and says nothing.
     """

@@ -180,7 +180,7 @@ def test_onnx_exports_under_the_home_cache_when_the_model_folder_is_read_only(tm
 
 @pytest.mark.parametrize("kind", ["empty", "read-only"])
 def test_a_local_ray_build_needs_no_home(kind, tmp_path, tiny_model_dir, tiny_corpus, read_only):
-    """Ray 2.5x saves a token to ~/.ray/auth_token and warns; the local cluster simsearch starts keeps its token in memory."""
+    """Ray (seen in 2.60) saves a token to ~/.ray/auth_token and warns; the local cluster simsearch starts keeps its token in memory."""
     pytest.importorskip("ray")
     folder = tmp_path / "home"
     folder.mkdir()
