@@ -8,6 +8,13 @@ half-written one. A folder from an older simsearch (a real directory) is turned
 into a link on its first write (atomically where the kernel has `renameat2`).
 Every writer of `DIR` holds the lock `.DIR.lock` (`writer_lock`) from before it
 reads anything its write depends on until after the swap.
+
+Every folder simsearch makes beside `DIR` (a temporary copy, a retired folder, a
+version, a build's `.DIR.partial`) holds an owner mark (`OWNER_MARK`, naming `DIR`),
+and a writer removes only siblings it can prove are its own: the exact name
+pattern *and* the mark (a link: the exact pattern and a version as its target).
+A folder it did not create — `DIR.old-2024`'s versions, say — is never deleted,
+whatever its name.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import glob
+import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -32,8 +42,10 @@ from errors import SimsearchError, UsageError
 T = TypeVar("T")
 LOCK_POLL_SECONDS = 0.05
 READ_RETRIES = 5
-# Longest name simsearch adds to a target's name for its siblings (".NAME.v-" + 32 hex digits, ".NAME.partial").
+# Longest name simsearch adds to a target's name for its siblings (".NAME.link-" + 32 hex digits, ".NAME.partial").
 _SIBLING_OVERHEAD = 42
+OWNER_MARK = ".simsearch-owner"  # inside every folder simsearch makes beside a target: {"owner": the target's name}
+SIBLING_KINDS = ("tmp", "old", "link", "v")  # temporary copy, retired folder, link about to be swapped in, version
 _held = threading.local()  # lock files this thread holds (the lock is re-entrant within one thread)
 
 
@@ -155,12 +167,48 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _version_prefix(target: Path) -> str:
-    return f".{target.name}.v-"
+def sibling_name(target: Path, kind: str) -> str:
+    """A new name `.NAME.KIND-<32 hex>` beside `target` (KIND one of SIBLING_KINDS)."""
+    return f".{target.name}.{kind}-{uuid.uuid4().hex}"
+
+
+def _is_sibling_name(name: str, target: Path, kind: str) -> bool:
+    return re.fullmatch(rf"\.{re.escape(target.name)}\.{kind}-[0-9a-f]{{32}}", name) is not None
+
+
+def mark_own(folder: Path, owner: Path) -> None:
+    """Mark `folder` as made by simsearch for the target `owner`, so a later writer of `owner` may remove it."""
+    (folder / OWNER_MARK).write_text(json.dumps({"owner": owner.name}) + "\n", encoding="utf-8")
+
+
+def own_sibling(target: Path, kind: str) -> Path:
+    """Make a new, marked folder `.NAME.KIND-<32 hex>` beside `target` (the umask's mode, as any folder the user makes)."""
+    folder = target.parent / sibling_name(target, kind)
+    folder.mkdir()
+    mark_own(folder, target)
+    return folder
+
+
+def is_own(path: Path, target: Path) -> bool:
+    """Whether `path` is a real folder that simsearch marked as made for `target` (the name is checked by the caller)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        return json.loads((path / OWNER_MARK).read_text(encoding="utf-8")) == {"owner": target.name}
+    except (OSError, ValueError):
+        return False
+
+
+def own_siblings(target: Path, kind: str) -> list[Path]:
+    """The siblings of `target` that simsearch provably made as `kind`: exact name pattern, and the mark (a link: a version as target)."""
+    candidates = (p for p in target.parent.glob(f".{glob.escape(target.name)}.{kind}-*") if _is_sibling_name(p.name, target, kind))
+    if kind == "link":
+        return [p for p in candidates if p.is_symlink() and _is_sibling_name(os.readlink(p), target, "v")]
+    return [p for p in candidates if is_own(p, target)]
 
 
 def _is_version_link(path: Path) -> bool:
-    return path.is_symlink() and os.readlink(path).startswith(_version_prefix(path)) and "/" not in os.readlink(path)
+    return path.is_symlink() and _is_sibling_name(os.readlink(path), path, "v")
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -179,7 +227,7 @@ def swap_into_place(work: Path, target: Path) -> None:
     if target.is_dir() and not target.is_symlink() and _exchange(work, target):
         shutil.rmtree(work, ignore_errors=True)  # `work` now holds the old folder
     elif target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        retired = own_sibling(target, "old")
         os.replace(target, retired / "old")
         os.replace(work, target)
         shutil.rmtree(retired, ignore_errors=True)
@@ -196,14 +244,15 @@ def publish_version(work: Path, target: Path) -> None:
     older versions (and any a killed writer left unpublished) are removed.
     """
     target = Path(target).absolute()
+    mark_own(work, target)
     fsync_tree(work)
-    version = target.parent / f"{_version_prefix(target)}{uuid.uuid4().hex}"
+    version = target.parent / sibling_name(target, "v")
     os.replace(work, version)
-    link = target.parent / f".{target.name}.link-{uuid.uuid4().hex}"
+    link = target.parent / sibling_name(target, "link")
     os.symlink(version.name, link)
     previous = os.readlink(target) if _is_version_link(target) else None
     if target.is_dir() and not target.is_symlink():  # an older simsearch's plain folder becomes a version itself
-        previous = f"{_version_prefix(target)}{uuid.uuid4().hex}"
+        previous = sibling_name(target, "v")
         if _exchange(link, target):
             os.replace(link, target.parent / previous)
         else:
@@ -212,7 +261,9 @@ def publish_version(work: Path, target: Path) -> None:
     else:
         os.replace(link, target)
     fsync_dir(target.parent)
-    for stale in target.parent.glob(f"{_version_prefix(target)}*"):
+    if previous is not None and (target.parent / previous).is_dir() and not (target.parent / previous / OWNER_MARK).exists():
+        mark_own(target.parent / previous, target)  # an older simsearch's version, named by our own link: pruned at the next swap
+    for stale in own_siblings(target, "v"):
         if stale.name not in (version.name, previous):
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -224,9 +275,9 @@ def clean_stale(target: Path) -> None:
     """
     target = Path(target).absolute()
     removed = []
-    for pattern in (f".{target.name}.tmp-*", f".{target.name}.link-*", f".{target.name}.old-*"):
-        for stale in target.parent.glob(pattern):
-            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+    for kind in ("tmp", "link", "old"):
+        for stale in own_siblings(target, kind):
+            stale.unlink() if kind == "link" else shutil.rmtree(stale)
             removed.append(stale.name)
     if removed:
         print(f"removed {len(removed)} stale temporary item(s) left by an interrupted writer of {target.name}: {', '.join(sorted(removed))}", file=sys.stderr)
@@ -257,12 +308,12 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     check_target(target, overwrite)
     target = writer_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-    work.mkdir()  # not mkdtemp (mode 700): the result gets the mode any folder the user makes gets
+    work = own_sibling(target, "tmp")  # not mkdtemp (mode 700): the result gets the mode any folder the user makes gets
     try:
         yield work
         with writer_lock(target):
             check_target(target, overwrite)
+            (work / OWNER_MARK).unlink()  # the finished folder is the user's
             swap_into_place(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -280,9 +331,9 @@ def atomic_update(folder: Path) -> Iterator[Path]:
     folder = writer_folder(folder)
     with writer_lock(folder):
         clean_stale(folder)
-        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        work = own_sibling(folder, "tmp")
         try:
-            shutil.copytree(folder, work, dirs_exist_ok=True)
+            shutil.copytree(folder, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(OWNER_MARK))
             yield work
             publish_version(work, folder)
         except SimsearchError as exc:  # name the index, not its temporary copy

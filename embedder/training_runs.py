@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from sentence_transformers import SentenceTransformer
 
-from common.atomic import atomic_folder, swap_into_place
+from common.atomic import OWNER_MARK, atomic_folder, is_own, mark_own, swap_into_place
 from common.sts_data import StsData
 from embedder.dim_choice import sts_measure
 from embedder.loading import load_model
@@ -103,12 +103,15 @@ def open_work(config: TrainConfig, extra: dict[str, Any]) -> Path:
     work = work_folder(config.output)
     key = _plan_key(config, extra)
     plan_file = work / PLAN
+    if (work.exists() or work.is_symlink()) and not is_own(work, config.output):
+        raise UsageError(f"{work}: is in the way of the runs of {config.output.name} and was not made by simsearch (no {OWNER_MARK}); move it away")
     if plan_file.is_file():
         if json.loads(plan_file.read_text(encoding="utf-8")) != key:
             raise UsageError(f"{work}: holds runs of a different command; rerun that command to finish it, or remove the folder")
         log.info(f"resuming from {work}")
     else:
         work.mkdir(parents=True, exist_ok=True)
+        mark_own(work, config.output)
         plan_file.write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
     return work
 

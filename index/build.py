@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import check_target, clean_stale, publish_version, writer_folder, writer_lock
+from common.atomic import check_target, clean_stale, is_own, publish_version, writer_folder, writer_lock
 from common.chunking import chunks
 from common.corpus import CorpusSpec, Document, read_corpus, scan_corpus
 from common.encoder import Encoder
@@ -121,7 +121,8 @@ def building(out_dir: Path, config: BuildConfig) -> Iterator[Path]:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise
-            shutil.rmtree(partial_path(out_dir), ignore_errors=True)
+            if is_own(partial_path(out_dir), out_dir):
+                shutil.rmtree(partial_path(out_dir), ignore_errors=True)
             raise SimsearchError(f"{exc.filename or out_dir}: {exc.strerror}; removed the partial build {partial_path(out_dir).name} to free the space") from None
 
 

@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.atomic import OWNER_MARK
 from common.hashing import sha256_of
 from errors import DataError
 
 
 def file_digests(folder: Path, skip: str = "manifest.json") -> dict[str, dict[str, Any]]:
-    """{path relative to `folder`: {"bytes", "sha256"}} for every file under it (shards too) except the manifest, which cannot hold its own."""
+    """{path relative to `folder`: {"bytes", "sha256"}} for every file under it (shards too) except the manifest, which cannot hold its own, and the owner mark."""
     folder = Path(folder)
     return {
         p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
-        for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() != skip
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() not in (skip, OWNER_MARK)
     }
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import OWNER_MARK, is_own, mark_own
 from errors import DataError, UsageError
 from index.store import STORE_NAME, DocStore
 from index.vectors import VectorIndex
@@ -49,6 +50,11 @@ class PartialBuild:
         """Continue the partial build of `target` when `resume` and it matches `identity`; else start afresh."""
         folder = partial_path(target)
         record = folder / PROGRESS_NAME
+        if (folder.exists() or folder.is_symlink()) and not is_own(folder, target):
+            raise UsageError(
+                f"{folder}: is in the way of the build of {target.name} and was not made by simsearch (no {OWNER_MARK} naming {target.name}); "
+                "move it away (a partial build of an older simsearch can be removed)"
+            )
         if resume and record.is_file():
             progress = _read_progress(record)
             if progress["identity"] != identity:
@@ -59,6 +65,7 @@ class PartialBuild:
             return partial
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
+        mark_own(folder, target)
         for name in (STREAM_VECTORS, STREAM_IDS):
             (folder / name).touch()
         partial = cls(folder, identity, dim, 0, DocStore.create(folder / STORE_NAME))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -154,3 +155,44 @@ def crash_on_call(monkeypatch, module, name: str, call: int, error: BaseExceptio
 
     monkeypatch.setattr(module, name, crashing)
     return calls
+
+
+DECOY_INDEX_SUFFIXES = ("old-2024", "v-2", "tmp-x", "link-1", "partial", "lock", "work")  # named like simsearch's temporaries of NAME
+DECOY_HIDDEN_KINDS = ("tmp", "old", "v", "link")
+
+
+class Decoys:
+    """Siblings of an index `target` that look like its writer's temporaries but belong to someone else (#29)."""
+
+    def __init__(self, target: Path, corpus: Path, model_dir: Path) -> None:
+        from common.corpus import CorpusSpec
+        from index import BuildConfig
+        from simsearch import api
+
+        self.target = target
+        self.indexes = [target.parent / f"{target.name}.{suffix}" for suffix in DECOY_INDEX_SUFFIXES]
+        for index in self.indexes:  # real simsearch indexes with their own versions and locks: `.NAME.old-2024.v-…`
+            api.build(CorpusSpec(corpus), index, BuildConfig(show_progress=False), model=str(model_dir))
+        self.hidden = [target.parent / f".{target.name}.{kind}-{'0' * 32}" for kind in DECOY_HIDDEN_KINDS]
+        for folder in self.hidden[:-1]:  # a user's own folders under the exact names of temporaries, without simsearch's mark
+            folder.mkdir()
+            (folder / "keep.txt").write_text("mine\n", encoding="utf-8")
+        (target.parent / "elsewhere.txt").write_text("mine\n", encoding="utf-8")
+        os.symlink("elsewhere.txt", self.hidden[-1])  # a user's link under the exact name of a temporary link
+        self.before = self.listing()
+
+    def listing(self) -> list[str]:
+        """Every name beside the target that is not the target's own (its link, lock, versions and temporaries)."""
+        own = re.compile(rf"{re.escape(self.target.name)}|\.{re.escape(self.target.name)}\.(lock|partial|work|(tmp|old|link|v)-[0-9a-f]{{32}})")
+        return sorted(p.name for p in self.target.parent.iterdir() if not own.fullmatch(p.name) or p in self.hidden)
+
+    def assert_intact(self) -> None:
+        """Every decoy is still there: each index loads and answers, each user folder keeps its file."""
+        from simsearch import api
+
+        assert self.listing() == self.before
+        for index in self.indexes:
+            assert api.open_index(index, gpu="off").search(["the cat runs"], 1)[0], index
+        for folder in self.hidden[:-1]:
+            assert (folder / "keep.txt").read_text(encoding="utf-8") == "mine\n"
+        assert os.readlink(self.hidden[-1]) == "elsewhere.txt"

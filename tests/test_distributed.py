@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from common.corpus import CorpusSpec
 from common.measures import recall_at_k
-from conftest import TINY_WORDS, crash_on_call
+from conftest import TINY_WORDS, Decoys, crash_on_call
 from index.build import BuildConfig
 from index.partial import PROGRESS_NAME, PartialBuild, partial_path
 from index.store import STORE_NAME, DocStore
@@ -143,6 +143,15 @@ def test_killed_worker_still_gives_complete_index(corpus, tiny_model_dir, local_
     _, scores, ids = search_all(out, str(tiny_model_dir))
     _, local_scores, local_ids = search_all(local_flat, str(tiny_model_dir))
     np.testing.assert_array_equal(ids, local_ids)
+
+
+def test_ray_builds_leave_siblings_named_like_their_temporaries(corpus, tiny_model_dir, tmp_path, tiny_corpus):
+    out = tmp_path / "docs"
+    decoys = Decoys(out, tiny_corpus, tiny_model_dir)
+    for overwrite in (False, True):
+        api.build(corpus, out, BuildConfig(chunk_size=64, overwrite=overwrite), model=str(tiny_model_dir), ray_options=TWO_WORKERS)
+        decoys.assert_intact()
+    assert len(documents(out)) == 300
 
 
 def test_interrupted_ray_build_resumes(corpus, tiny_model_dir, local_flat, tmp_path, monkeypatch):

@@ -91,18 +91,6 @@ def test_an_older_plain_folder_becomes_a_link_on_its_first_write(tmp_path, tiny_
     assert run("index", "verify", plain).exit_code == 0
 
 
-def test_stale_temporaries_of_killed_writers_are_removed_and_reported(tmp_path, tiny_corpus, tiny_model_dir):
-    idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)
-    (tmp_path / ".idx.tmp-dead").mkdir()
-    (tmp_path / ".idx.tmp-dead" / "vectors.faiss").write_bytes(b"x" * 1000)
-    os.symlink("nowhere", tmp_path / ".idx.link-dead")
-    result = run("index", "remove", idx, "2")
-    assert result.exit_code == 0, result.output
-    assert "removed 2 stale temporary item(s) left by an interrupted writer of idx: .idx.link-dead, .idx.tmp-dead" in result.stderr
-    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".idx."))
-    assert names[0] == ".idx.lock" and len(names) == 3 and all(n.startswith(".idx.v-") for n in names[1:])  # the current and the previous version
-
-
 def test_qrels_naming_documents_absent_from_the_index_warn_with_the_count(tmp_path, tiny_corpus, tiny_model_dir):
     idx = build(tiny_corpus, tmp_path / "idx", tiny_model_dir)
     (tmp_path / "q.tsv").write_text("q1\ta man playing guitar\n", encoding="utf-8")

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from sentence_transformers import SentenceTransformer
 
 from cli import main
+from conftest import Decoys
 from common.corpus import CorpusSpec
 from index import BuildConfig
 from index.search import load_index
@@ -258,6 +259,22 @@ def test_documents_added_and_removed_through_the_api(keyed):
     removed = keyed.request("DELETE", "/indexes/edits/documents", json={"ids": [500, 1]})
     assert removed.status_code == 200 and removed.json()["document_count"] == 13
     assert not {500, 1} & set(top_ids(keyed, "edits", "a slow blue piano", k=13))
+
+
+def test_writes_through_the_api_leave_siblings_named_like_their_temporaries(tmp_path, tiny_corpus, tiny_model_dir):
+    folder = build(tmp_path / "docs", write_corpus(tmp_path / "docs.jsonl", SENTENCES), tiny_model_dir)
+    decoys = Decoys(folder, tiny_corpus, tiny_model_dir)
+    with serving(ServeConfig(folders=(folder,), api_key=KEY), Registry.load([folder])) as url:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
+            new = {"id": 500, "text": "the green train rose in the rain"}
+            for response in (
+                client.post("/indexes/docs/documents", json={"documents": [new]}),
+                client.post("/indexes/docs/documents", params={"upsert": "true"}, json={"documents": [{**new, "text": "a slow blue piano"}]}),
+                client.request("DELETE", "/indexes/docs/documents", json={"ids": [500, 1]}),
+            ):
+                assert response.status_code == 200, response.text
+                decoys.assert_intact()
+    assert api.open_index(folder, gpu="off").manifest.document_count == 13
 
 
 def test_reload_under_a_running_load_loop_loses_no_request(keyed, folders, tmp_path):

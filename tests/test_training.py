@@ -410,6 +410,17 @@ def test_seeds_with_average_keeps_the_soup_only_if_it_beats_every_run(tmp_path, 
     assert not work_folder(result.output).exists()
 
 
+def test_a_folder_in_the_place_of_the_work_folder_is_refused_and_kept(tmp_path, tiny_model_dir, tiny_data):
+    from embedder.training_runs import RunPlan, run_plan, work_folder
+
+    config = tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], dev=tiny_data["cosent"], epochs=1)
+    work_folder(config.output).mkdir()
+    (work_folder(config.output) / "keep.txt").write_text("mine\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="is in the way of the runs of .* and was not made by simsearch"):
+        run_plan(config, RunPlan(seeds=2))
+    assert (work_folder(config.output) / "keep.txt").read_text(encoding="utf-8") == "mine\n" and not config.output.exists()
+
+
 @pytest.fixture
 def split_file(tmp_path) -> Path:
     """An s1/s2/score/split file whose test rows all end in '?' (no train or dev row does)."""
