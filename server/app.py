@@ -25,7 +25,7 @@ from errors import SimsearchError
 from index.update import add_documents, remove_documents
 from server import models as m
 from server.auth import BearerAuth, BodyLimit
-from server.batching import BatchFailed, MicroBatcher, SearchSpec
+from server.batching import BatchFailed, MicroBatcher, RequestFailed, SearchSpec
 from server.config import ServeConfig
 from server.http_errors import ApiError
 from server.metrics import Metrics, MetricsMiddleware
@@ -212,6 +212,10 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
     @app.exception_handler(BatchFailed)
     async def batch_failed(request: Request, exc: BatchFailed) -> JSONResponse:
         return error_response(ApiError(503, str(exc)))
+
+    @app.exception_handler(RequestFailed)
+    async def request_failed(request: Request, exc: RequestFailed) -> JSONResponse:
+        return error_response(ApiError(422, str(exc)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Bearer-key authentication (constant-time compare) and the request body size limit, as ASGI middleware."""
+"""Bearer-key authentication (constant-time compare) and the request body checks (size limit, UTF-8), as ASGI middleware."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class BearerAuth:
 
 
 class BodyLimit:
-    """Reads a request body up to `max_bytes` (413 beyond, before any parsing), then hands it to the app."""
+    """Reads a request body up to `max_bytes` (413 beyond, before any parsing), refuses one that is not UTF-8 (400), then hands it to the app."""
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app = app
@@ -64,7 +64,12 @@ class BodyLimit:
             if size > self.max_bytes:
                 return await send_error(send, self.too_large())
             more = message.get("more_body", False)
-        body = {"type": "http.request", "body": b"".join(parts), "more_body": False}
+        data = b"".join(parts)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return await send_error(send, ApiError(400, f"request body is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); send JSON encoded as UTF-8"))
+        body = {"type": "http.request", "body": data, "more_body": False}
 
         async def replay():
             nonlocal body

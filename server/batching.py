@@ -4,7 +4,10 @@ One worker per encoder takes queued requests in arrival order, at most `max_batc
 texts at a time, and runs them in a thread. It never waits when only one request
 is queued (a lone client pays no batching delay); while others are queued it may
 wait up to `max_wait` from the oldest request's arrival for the batch to fill.
-A batch that raises or exceeds `timeout` fails only its own requests (503).
+A batch that exceeds `timeout` fails its own requests (503). A batch that raises is
+answered request by request: each is computed on its own, so a request the encoder
+cannot process fails alone (`RequestFailed`, 422) and its batch-mates get their
+answers; only when the encoder fails a probe text too is it broken (503).
 """
 
 from __future__ import annotations
@@ -32,8 +35,15 @@ log = logging.getLogger("simsearch.serve")
 ENCODE_BATCH = 8
 
 
+PROBE_TEXT = "probe"  # what a failed request is checked against: the encoder works if it can encode this
+
+
 class BatchFailed(Exception):
-    """The batch this request was in failed or timed out; the service itself keeps running."""
+    """The encoder timed out or is broken (it failed a probe text too): 503, the service itself keeps running."""
+
+
+class RequestFailed(Exception):
+    """This request's own texts made the encoder (or search) fail while a probe text works: 422, other requests are unaffected."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,11 @@ class Job:
     search: SearchSpec | None
     future: asyncio.Future
     queued: float = field(default_factory=time.perf_counter)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as `Type: message` for one log or error line."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 class MicroBatcher:
@@ -135,19 +150,59 @@ class MicroBatcher:
             self.metrics.batch_texts.observe(sum(len(job.texts) for job in batch))
             self.metrics.batch_requests.observe(len(batch))
             try:
-                results = await asyncio.wait_for(loop.run_in_executor(self._threads, self._compute, batch), self.timeout_s)
-            except Exception as exc:  # noqa: BLE001 - any failure of this batch is answered, then the worker goes on
-                reason = f"timed out after {self.timeout_s:g} s" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
-                log.error("batch of %d request(s) failed: %s", len(batch), reason)
+                results = await self._in_thread(self._compute, batch)
+            except asyncio.TimeoutError:
                 self.metrics.failed_batches.inc()
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(BatchFailed(f"the encoder batch failed ({reason}); retry"))
+                self._fail(batch, f"timed out after {self.timeout_s:g} s")
+                continue
+            except Exception as exc:  # noqa: BLE001 - any failure of this batch is answered, then the worker goes on
+                self.metrics.failed_batches.inc()
+                log.error("batch of %d request(s) failed (%s)%s", len(batch), describe(exc), "; retrying each on its own" if len(batch) > 1 else "")
+                await self._answer_alone(batch, exc)
                 continue
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             for job, result in zip(batch, results):
                 if not job.future.done():
                     job.future.set_result(result)
+
+    async def _in_thread(self, func, *args) -> Any:
+        return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._threads, func, *args), self.timeout_s)
+
+    def _fail(self, jobs: list[Job], reason: str) -> None:
+        """Answer `jobs` with 503: the encoder timed out or is broken."""
+        log.error("%d request(s) failed: %s", len(jobs), reason)
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(BatchFailed(f"the encoder batch failed ({reason}); retry"))
+
+    async def _answer_alone(self, batch: list[Job], batch_error: Exception) -> None:
+        """After a failed batch: compute each request on its own, so that only the request at fault fails."""
+        for job in batch:
+            if job.future.done():
+                continue
+            try:
+                result = (await self._in_thread(self._compute, [job]))[0] if len(batch) > 1 else None
+            except asyncio.TimeoutError:
+                self._fail([job], f"timed out after {self.timeout_s:g} s")
+                continue
+            except Exception as exc:  # noqa: BLE001 - judged below: this request's fault, or a broken encoder
+                batch_error = exc
+            else:
+                if len(batch) > 1:
+                    job.future.set_result(result)
+                    continue
+            await self._blame(job, batch_error)
+
+    async def _blame(self, job: Job, error: Exception) -> None:
+        """`job` failed on its own: its texts are at fault (422) when the encoder still encodes a probe text, else it is broken (503)."""
+        try:
+            await self._in_thread(self.encoder.encode, [PROBE_TEXT], 1, False)
+        except Exception as probe_error:  # noqa: BLE001 - the encoder itself is failing
+            self._fail([job], f"{describe(error)}; a probe text fails too: {describe(probe_error)}")
+            return
+        log.warning("request of %d text(s) failed on its own, encoder healthy: %s", len(job.texts), describe(error))
+        if not job.future.done():
+            job.future.set_exception(RequestFailed(f"the encoder could not process this request's texts ({describe(error)})"))
 
     def _compute(self, batch: list[Job]) -> list[Any]:
         """In a thread: one encoder call for every text of the batch, then one search per (index, k, where) group."""

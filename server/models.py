@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
-Scalar = str | int | float | bool
+
+def utf8_encodable(value: Any) -> Any:
+    """Refuse a string that cannot be encoded as UTF-8 (a lone surrogate such as "\\ud800" is valid JSON but no text); in a list, name the item.
+
+    Runs before the field's own type check, so the error names the field itself (not a branch of a union); other values pass on to it.
+    """
+    for position, text in enumerate(value if isinstance(value, list) else [value]):
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                item = f"item {position}: " if isinstance(value, list) else ""
+                raise PydanticCustomError("utf8", "{item}cannot be encoded as UTF-8 (a lone surrogate {char} at character {at})",
+                                          {"item": item, "char": repr(text[exc.start]), "at": exc.start}) from None
+    return value
+
+
+Text = Annotated[str, BeforeValidator(utf8_encodable)]  # every string a request carries: texts, metadata, filters
+Scalar = Annotated[str | int | float | bool, BeforeValidator(utf8_encodable)]
 
 
 class Strict(BaseModel):
@@ -16,9 +35,9 @@ class Strict(BaseModel):
 
 
 class SearchRequest(Strict):
-    queries: list[str] = Field(min_length=1, description="Query texts; each gets its own hit list.")
+    queries: list[Text] = Field(min_length=1, description="Query texts; each gets its own hit list.")
     k: int = Field(10, ge=1, description="Hits per query (at most 1000 and at most the index size).")
-    where: dict[str, str | int | float] | None = Field(None, description="Metadata filter: field → value, ANDed.")
+    where: dict[Text, Annotated[str | int | float, BeforeValidator(utf8_encodable)]] | None = Field(None, description="Metadata filter: field → value, ANDed.")
 
 
 class Hit(BaseModel):
@@ -41,8 +60,8 @@ class SearchResponse(BaseModel):
 
 
 class EncodeRequest(Strict):
-    texts: list[str] = Field(min_length=1)
-    model: str | None = Field(None, description="An index name (or its model reference); default: the first index's model.")
+    texts: list[Text] = Field(min_length=1)
+    model: Text | None = Field(None, description="An index name (or its model reference); default: the first index's model.")
 
 
 class EncodeResponse(BaseModel):
@@ -54,8 +73,8 @@ class EncodeResponse(BaseModel):
 class EmbeddingsRequest(BaseModel):
     """OpenAI's /v1/embeddings body; other OpenAI fields (user, ...) are accepted and ignored."""
 
-    input: str | list[str]
-    model: str
+    input: Annotated[str | list[str], BeforeValidator(utf8_encodable)]
+    model: Text
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
 
@@ -92,8 +111,8 @@ class ModelList(BaseModel):
 
 class NewDocument(Strict):
     id: int = Field(ge=-(2**63), le=2**63 - 1)
-    text: str = Field(min_length=1)
-    metadata: dict[str, Scalar | None] = Field(default_factory=dict)
+    text: Text = Field(min_length=1)
+    metadata: dict[Text, Scalar | None] = Field(default_factory=dict)
 
 
 class AddRequest(Strict):

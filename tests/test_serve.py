@@ -174,6 +174,13 @@ def test_openai_client_embeddings_equal_simsearch_encode(open_server, folders, t
         ("/indexes/docs/search", {"queries": ["a dog"], "where": {"colour": "red"}}, 400, "unknown field(s) colour"),
         ("/encode", {"texts": ["a dog"], "model": "nope"}, 404, "no model 'nope'"),
         ("/v1/embeddings", {"input": [1, 2], "model": "docs"}, 422, "body.input"),
+        ("/indexes/docs/search", b'{"queries": ["a dog", "\\ud800"]}', 422, "body.queries.1: cannot be encoded as UTF-8 (a lone surrogate"),
+        ("/encode", b'{"texts": ["\\udfff a dog"]}', 422, "body.texts.0: cannot be encoded as UTF-8"),
+        ("/v1/embeddings", b'{"input": "a \\ud800", "model": "docs"}', 422, "body.input: cannot be encoded as UTF-8 (a lone surrogate '\\ud800' at character 2)"),
+        ("/v1/embeddings", b'{"input": ["a", "\\ud800"], "model": "docs"}', 422, "body.input: item 1: cannot be encoded as UTF-8"),
+        ("/indexes/docs/search", b'{"queries": ["a dog"], "where": {"lang": "\\ud800"}}', 422, "body.where.lang: cannot be encoded as UTF-8"),
+        ("/indexes/docs/documents", b'{"documents": [{"id": 90, "text": "\\ud800"}]}', 422, "body.documents.0.text: cannot be encoded"),
+        ("/indexes/docs/search", b'{"queries": ["a \xff dog"]}', 400, "request body is not valid UTF-8 (byte 0xff at offset 16)"),
     ],
 )
 def test_every_limit_and_bad_request_has_its_status(keyed, path, body, status, fragment):
@@ -331,8 +338,8 @@ class FlakyEncoder:
 def test_failing_or_slow_batches_fail_only_their_requests(folders):
     registry = Registry.load([folders["docs"]], make_encoder=lambda manifest, backend: FlakyEncoder(index_encoder(manifest, backend=backend)))
     with serving(config_for(folders, ("docs",), batch_timeout_s=0.5), registry) as url, httpx.Client(base_url=url, timeout=30) as client:
-        crashed = client.post("/search", json={"queries": ["explode the dog"]})
-        assert crashed.status_code == 503 and "encoder crashed" in crashed.json()["detail"]
+        crashed = client.post("/search", json={"queries": ["explode the dog"]})  # the encoder still encodes a probe: this request's fault
+        assert crashed.status_code == 422 and crashed.json()["detail"] == "the encoder could not process this request's texts (RuntimeError: encoder crashed)"
         slow = client.post("/encode", json={"texts": ["a sleepy cat"]})
         assert slow.status_code == 503 and "timed out" in slow.json()["detail"]
         want = expected_hits(folders["docs"], QUERIES, 3)
@@ -354,6 +361,59 @@ def test_failing_or_slow_batches_fail_only_their_requests(folders):
             assert_same_hits(body["results"][0]["hits"], hits)
         assert client.post("/search", json={"queries": ["a dog"]}).status_code == 200  # still serving
         assert float(metric(client.get("/metrics").text, "simsearch_failed_batches_total")) >= 2
+
+
+def test_a_request_that_fails_the_encoder_fails_alone_among_concurrent_searches(folders):
+    registry = Registry.load([folders["docs"]], make_encoder=lambda manifest, backend: FlakyEncoder(index_encoder(manifest, backend=backend)))
+    queries = (QUERIES * 3)[:18]
+    want = expected_hits(folders["docs"], queries, 3)
+    with serving(config_for(folders, ("docs",), max_wait_ms=50), registry) as url:
+
+        async def everyone():
+            async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=24)) as http:
+                bad = [http.post("/search", json={"queries": ["a dog", "explode the cat"], "k": 3}) for _ in range(2)]
+                good = [http.post("/search", json={"queries": [q], "k": 3}) for q in queries]
+                return await asyncio.gather(*bad, *good)
+
+        responses = asyncio.run(everyone())
+        with httpx.Client(base_url=url) as client:
+            metrics = client.get("/metrics").text
+    for response in responses[:2]:
+        assert response.status_code == 422 and "could not process this request's texts" in response.json()["detail"]
+    for response, hits in zip(responses[2:], want):
+        assert response.status_code == 200, response.text
+        assert_same_hits(response.json()["results"][0]["hits"], hits)
+    assert float(metric(metrics, "simsearch_batch_requests_sum")) > float(metric(metrics, "simsearch_batch_requests_count"))  # bad and good shared batches
+
+
+def test_a_lone_surrogate_fails_only_its_own_request(keyed, folders):
+    want = expected_hits(folders["docs"], QUERIES, 3)
+
+    async def everyone():
+        async with httpx.AsyncClient(base_url=str(keyed.base_url), headers=keyed.headers, timeout=30) as http:
+            bad = http.post("/search", content=b'{"queries": ["\\ud800"]}', headers={"content-type": "application/json"})
+            return await asyncio.gather(bad, *(http.post("/search", json={"queries": [q], "k": 3}) for q in QUERIES * 3))
+
+    bad, *good = asyncio.run(everyone())
+    assert bad.status_code == 422 and "body.queries.0" in bad.json()["detail"]
+    for response, hits in zip(good, want * 3):
+        assert response.status_code == 200, response.text
+        assert_same_hits(response.json()["results"][0]["hits"], hits)
+
+
+class BrokenEncoder(FlakyEncoder):
+    """An encoder that fails every call, a probe text included: the service answers 503."""
+
+    def encode(self, texts, batch_size=64, show_progress=None):
+        raise RuntimeError("CUDA error: device lost")
+
+
+def test_a_broken_encoder_is_503_for_everyone(folders):
+    registry = Registry.load([folders["docs"]], make_encoder=lambda manifest, backend: BrokenEncoder(index_encoder(manifest, backend=backend)))
+    with serving(config_for(folders, ("docs",)), registry) as url, httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/search", json={"queries": ["a dog"]})
+    assert response.status_code == 503
+    assert response.json()["detail"] == "the encoder batch failed (RuntimeError: CUDA error: device lost; a probe text fails too: RuntimeError: CUDA error: device lost); retry"
 
 
 def test_non_loopback_host_without_a_key_is_refused(folders, tmp_path):
