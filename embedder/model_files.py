@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from common.corpus import json_object
+from common.file_digests import folder_digests
 from errors import DataError, UsageError
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -20,8 +21,9 @@ _DEFAULT_ALIASES = {None, "", "default", "all-MiniLM-L6-v2", DEFAULT_MODEL_NAME}
 REDUCTION_MARKER = "simsearch_reduction.json"
 # Written by `simsearch train` into a trained model folder.
 TRAINING_RECORD = "training.json"
-# Fingerprints read files up to this size whole, and the first and last this many bytes of larger ones (weights).
-_FINGERPRINT_WHOLE = 1 << 20
+# Fingerprints of this simsearch start with this; an older one's (no prefix) read files above 2 MB by their first and last MB.
+FINGERPRINT_PREFIX = "v2:"
+_LEGACY_WHOLE = 1 << 20
 
 
 def default_model_path() -> Path:
@@ -85,24 +87,44 @@ def _fingerprinted(relative: Path) -> bool:
 
 
 def model_fingerprint(name: str | None) -> str | None:
-    """sha256 over a local model folder's files (names, sizes, contents; large weight files by size, head and tail).
+    """`v2:` + sha256 over a local model folder's files (names, sizes, whole-file sha256s); None for a hub name.
 
-    Cheap (a few MB read) and independent of mtimes, so a copied folder keeps its
-    fingerprint while retrained or re-reduced weights (even at the same dimension)
-    change it. Documentation (*.md), hidden files and the ONNX export cache (onnx/) do not count. None for a hub name.
+    Independent of mtimes, so a copied folder keeps its fingerprint, while any
+    changed byte of the weights or config (even at the same dimension) changes it.
+    Each file's digest is remembered in the user cache by size, mtime, ctime and
+    inode (`common.file_digests`), so a query does not re-hash 90 MB every time.
+    Documentation (*.md), hidden files and the ONNX export cache (onnx/) do not count.
     """
     folder = Path(resolve_model(name))
     if not folder.is_dir():
         return None
+    files = _fingerprint_files(folder)
+    digests = folder_digests(folder, files)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and _fingerprinted(p.relative_to(folder))):
+    for path in files:
+        relative = path.relative_to(folder).as_posix()
+        digest.update(f"{relative}\0{path.stat().st_size}\0{digests[relative]}\n".encode())
+    return FINGERPRINT_PREFIX + digest.hexdigest()
+
+
+def legacy_model_fingerprint(name: str | None) -> str | None:
+    """The fingerprint an older simsearch recorded (no prefix): files above 2 MB by their first and last MB only."""
+    folder = Path(resolve_model(name))
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in _fingerprint_files(folder):
         size = path.stat().st_size
         digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
         with open(path, "rb") as handle:
-            if size <= 2 * _FINGERPRINT_WHOLE:
+            if size <= 2 * _LEGACY_WHOLE:
                 digest.update(handle.read())
             else:
-                digest.update(handle.read(_FINGERPRINT_WHOLE))
-                handle.seek(size - _FINGERPRINT_WHOLE)
-                digest.update(handle.read(_FINGERPRINT_WHOLE))
+                digest.update(handle.read(_LEGACY_WHOLE))
+                handle.seek(size - _LEGACY_WHOLE)
+                digest.update(handle.read(_LEGACY_WHOLE))
     return digest.hexdigest()
+
+
+def _fingerprint_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and _fingerprinted(p.relative_to(folder)))

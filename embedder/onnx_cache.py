@@ -3,9 +3,12 @@
 The export is cached inside the model folder (`onnx/model.onnx`, `onnx/model_int8.onnx`,
 `onnx/source.json`), or, when that folder cannot be written (a read-only folder, an
 installed package), under the user cache dir: `$XDG_CACHE_HOME/simsearch/onnx/<hash>/`.
-`source.json` records the sha256 of the transformer's weights and config; when they
-change the cache is stale and is rebuilt. A rebuild happens under a lock and replaces
-the cache folder in one rename, so readers never see half an export.
+`source.json` records the sha256 of the transformer's weights and config (whole files; the
+digests are remembered in the user cache by size, mtime, ctime and inode, `common.file_digests`,
+so an unchanged 90 MB file is not re-hashed on every load, while weights rewritten in place —
+even with their mtime restored — are); when they change the cache is stale and is rebuilt. A
+rebuild happens under a lock and replaces the cache folder in one rename, so readers never see
+half an export.
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.atomic import atomic_file, atomic_folder, writer_lock
-from common.hashing import sha256_of
+from common.file_digests import folder_digests, user_cache_dir
 from errors import UsageError
 
 CACHE_DIR = "onnx"
@@ -29,15 +31,6 @@ INSTALL_HINT = "pip install 'simsearch[onnx]'"
 SOURCE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin")
 
 
-@dataclass(frozen=True)
-class FileStamp:
-    """A source file's content hash, plus size and mtime to skip re-hashing an unchanged file."""
-
-    sha256: str
-    size: int
-    mtime_ns: int
-
-
 def source_files(transformer_dir: Path) -> list[Path]:
     """The transformer's config and weight files, sorted by name."""
     found = {p for pattern in SOURCE_PATTERNS for p in transformer_dir.glob(pattern) if p.is_file()}
@@ -46,49 +39,29 @@ def source_files(transformer_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def stamp(path: Path, known: FileStamp | None = None) -> FileStamp:
-    """The file's stamp; the hash is taken from `known` when size and mtime are unchanged (a cold start skips hashing)."""
-    info = path.stat()
-    if known is not None and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
-        return known
-    return FileStamp(sha256_of(path), info.st_size, info.st_mtime_ns)
-
-
-def read_record(cache: Path) -> dict[str, FileStamp]:
-    """The source stamps a cache folder was built from; empty when there is no readable record."""
+def read_record(cache: Path) -> dict[str, str]:
+    """{source file name: sha256} a cache folder was built from; empty when there is no readable record."""
     try:
         record = json.loads((cache / SOURCE_RECORD).read_text(encoding="utf-8"))
-        return {name: FileStamp(**fields) for name, fields in record["source"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
+        return {name: fields["sha256"] for name, fields in record["source"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
-def current_stamps(transformer_dir: Path, known: dict[str, FileStamp]) -> dict[str, FileStamp]:
-    """Stamps of the transformer's source files now, reusing `known` hashes of unchanged files."""
-    return {p.name: stamp(p, known.get(p.name)) for p in source_files(transformer_dir)}
+def current_digests(transformer_dir: Path) -> dict[str, str]:
+    """{source file name: sha256 of the whole file} now (re-hashed only when a file's state changed)."""
+    return folder_digests(transformer_dir, source_files(transformer_dir))
 
 
 def is_fresh(cache: Path, transformer_dir: Path) -> bool:
-    """True when `cache` holds both exports built from the current source file contents.
-
-    When the contents match but sizes or mtimes do not (a copied model folder), the
-    record takes the new stamps, so the next load skips hashing the weights again.
-    """
+    """True when `cache` holds both exports built from the current source file contents."""
     recorded = read_record(cache)
-    if not recorded or not all((cache / name).is_file() for name in FILES.values()):
-        return False
-    now = current_stamps(transformer_dir, recorded)
-    if {n: s.sha256 for n, s in now.items()} != {n: s.sha256 for n, s in recorded.items()}:
-        return False
-    if now != recorded:
-        restamp(cache, now)
-    return True
+    return bool(recorded) and all((cache / name).is_file() for name in FILES.values()) and current_digests(transformer_dir) == recorded
 
 
 def user_cache_root() -> Path:
     """`$XDG_CACHE_HOME/simsearch/onnx`, else `~/.cache/simsearch/onnx`."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "simsearch" / "onnx"
+    return user_cache_dir() / "onnx"
 
 
 def cache_candidates(model_dir: Path) -> list[Path]:
@@ -107,20 +80,12 @@ def writable(folder: Path) -> bool:
         return False
 
 
-def write_record(cache: Path, stamps: dict[str, FileStamp], exporter: dict[str, str]) -> None:
+def write_record(cache: Path, digests: dict[str, str], exporter: dict[str, str]) -> None:
     """Write source.json, atomically and readable by every user of a shared model folder: what the exports were built from and with."""
-    record = {"source": {name: asdict(s) for name, s in stamps.items()}, "exporter": exporter}
+    record = {"source": {name: {"sha256": digest} for name, digest in digests.items()}, "exporter": exporter}
     with atomic_file(cache / SOURCE_RECORD) as handle:
         os.fchmod(handle.fileno(), 0o644)
         handle.write((json.dumps(record, indent=2) + "\n").encode("utf-8"))
-
-
-def restamp(cache: Path, stamps: dict[str, FileStamp]) -> None:
-    """Replace source.json's stamps (same hashes, new size/mtime), atomically; a read-only cache keeps its old ones."""
-    try:
-        write_record(cache, stamps, json.loads((cache / SOURCE_RECORD).read_text(encoding="utf-8")).get("exporter", {}))
-    except OSError:
-        pass  # a cache someone else owns: still fresh, just hashed again next time
 
 
 def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool) -> None:
@@ -128,12 +93,12 @@ def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool)
     with writer_lock(cache):  # the same lock atomic_folder takes for the swap (re-entrant), so exports wait for one another
         if is_fresh(cache, transformer_dir):
             return
-        stamps = current_stamps(transformer_dir, read_record(cache))  # hashes only files whose size or mtime changed
+        digests = current_digests(transformer_dir)
         from embedder.onnx_export import export_model  # torch: imported only when a build is needed
 
         with atomic_folder(cache, overwrite=True) as work:
             exporter = export_model(transformer_dir, work, all_layers)
-            write_record(work, stamps, exporter)
+            write_record(work, digests, exporter)
 
 
 def onnx_cache(model_dir: Path, transformer_dir: Path, all_layers: bool) -> Path:

@@ -95,6 +95,11 @@ class SearchIndex:
         return self.search_vectors(self.encoder.encode(queries, batch_size), k, where)
 
 
+def fingerprint_scheme(fingerprint: str) -> str:
+    """How a model fingerprint was taken: its prefix (`v2`); "" for an older simsearch's, checked by simsearch.api.index_encoder."""
+    return fingerprint.split(":", 1)[0] if ":" in fingerprint else ""
+
+
 def check_encoder(path: Path, manifest: Manifest, encoder: Encoder) -> None:
     """Refuse an encoder whose vectors cannot be compared with the index's: another dimension, or the same model changed on disk.
 
@@ -106,8 +111,8 @@ def check_encoder(path: Path, manifest: Manifest, encoder: Encoder) -> None:
             f"{path}: the index holds {manifest.embedding_dim}-dim vectors ({manifest.model}) but the encoder {encoder.name} gives {encoder.dim}; "
             "query with the model the index was built with"
         )
-    current = encoder.describe().get("fingerprint")
-    if manifest.model_fingerprint and current and encoder.name == manifest.model and current != manifest.model_fingerprint:
+    current, recorded = encoder.describe().get("fingerprint"), manifest.model_fingerprint
+    if recorded and current and encoder.name == manifest.model and fingerprint_scheme(current) == fingerprint_scheme(recorded) and current != recorded:
         raise UsageError(
             f"{path}: the model {manifest.model} changed since the index was built (fingerprint {current[:12]}, "
             f"manifest {manifest.model_fingerprint[:12]}); restore that model or rebuild the index"

@@ -19,6 +19,7 @@ from common.corpus import CorpusSpec, is_url, read_corpus, scan_corpus
 from common.encoder import Encoder
 from common.sts_data import load_sts, parse_data_arg
 from embedder.backends import DEFAULT_BACKEND, load_encoder
+from embedder.model_files import legacy_model_fingerprint
 from errors import UsageError
 from index.build import BuildConfig, build_index
 from index.integrity import Verified, verify_index
@@ -79,8 +80,22 @@ def build(
 
 
 def index_encoder(manifest: Manifest, model: str | None = None, backend: str | None = None) -> Encoder:
-    """The encoder for an index: its manifest's model and backend unless told otherwise."""
-    return load_encoder(model or manifest.model, backend=backend or manifest.backend)
+    """The encoder for an index: its manifest's model and backend unless told otherwise.
+
+    An index built by an older simsearch records a fingerprint of another scheme
+    (index.search.check_encoder compares only fingerprints of one scheme): it is
+    checked here, against the model folder fingerprinted the old way.
+    """
+    encoder = load_encoder(model or manifest.model, backend=backend or manifest.backend)
+    recorded = manifest.model_fingerprint
+    if recorded and ":" not in recorded and encoder.name == manifest.model:
+        now = legacy_model_fingerprint(manifest.model)
+        if now is not None and now != recorded:
+            raise UsageError(
+                f"{manifest.model}: the model changed since an index was built with it (fingerprint {now[:12]}, manifest {recorded[:12]}); "
+                "restore that model or rebuild the index"
+            )
+    return encoder
 
 
 def add(

@@ -16,9 +16,8 @@ pytestmark = pytest.mark.usefixtures("user_cache")  # every test gets its own ON
 
 from common.encoder import Encoder  # noqa: E402
 from common.sts_data import load_sts  # noqa: E402
-from conftest import STSB_EN, TINY_WORDS, require, run_python  # noqa: E402
+from conftest import STSB_EN, TINY_WORDS, crash_on_call, require, run_python  # noqa: E402
 from embedder.backends import load_encoder  # noqa: E402
-from common.hashing import sha256_of  # noqa: E402
 from embedder.onnx_cache import SOURCE_RECORD  # noqa: E402
 from errors import UsageError  # noqa: E402
 
@@ -120,17 +119,36 @@ def test_export_is_cached_in_the_model_folder_and_rebuilt_when_the_weights_chang
     assert (cache / "model.onnx").stat().st_ino != exported
 
 
-def test_a_copied_model_reuses_its_export_and_records_the_copys_stamps(tiny_model_dir, tmp_path, user_cache):
+def test_a_copied_model_reuses_its_export_without_hashing_twice(tiny_model_dir, tmp_path, user_cache, monkeypatch):
+    import common.file_digests
+
     model = copy_model(tiny_model_dir, tmp_path / "m")
     load_encoder(str(model), backend="onnx")
     copy = Path(shutil.copytree(model, tmp_path / "copy"))  # onnx/ included
     os.utime(copy / "model.safetensors", ns=(1, 1))  # a copy that did not keep mtimes (cp without -p, a download)
     exported = (copy / "onnx" / "model.onnx").stat().st_ino
     load_encoder(str(copy), backend="onnx")
-    recorded = json.loads((copy / "onnx" / SOURCE_RECORD).read_text())["source"]["model.safetensors"]
     assert (copy / "onnx" / "model.onnx").stat().st_ino == exported  # same content: not exported again
-    assert recorded["mtime_ns"] == 1 and recorded["sha256"] == sha256_of(copy / "model.safetensors")  # next load skips hashing
     assert (copy / "onnx" / SOURCE_RECORD).stat().st_mode & 0o777 == 0o644
+    hashed = crash_on_call(monkeypatch, common.file_digests, "sha256_of", 0)  # counts calls, never raises
+    load_encoder(str(copy), backend="onnx")
+    assert hashed["n"] == 0  # the digests are remembered in the user cache
+
+
+def test_weights_changed_in_place_with_their_mtime_restored_are_exported_again(tiny_model_dir, tmp_path, user_cache):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    load_encoder(str(model), backend="onnx")
+    exported = (model / "onnx" / "model.onnx").stat().st_ino
+    weights = model / "model.safetensors"
+    info = weights.stat()
+    with open(weights, "r+b") as handle:  # scale every float of the last tensor bytes by 2: same size, other weights
+        handle.seek(info.st_size - 4096)
+        values = np.frombuffer(handle.read(4096), dtype=np.float32) * 2
+        handle.seek(info.st_size - 4096)
+        handle.write(values.tobytes())
+    os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert_close_to_torch(model, tiny_sentences(40), "onnx")  # the export follows the new weights
+    assert (model / "onnx" / "model.onnx").stat().st_ino != exported
 
 
 @pytest.fixture

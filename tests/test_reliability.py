@@ -14,6 +14,7 @@ from common.corpus import CorpusSpec
 from embedder.model_files import model_fingerprint
 from index import BuildConfig
 from common.hashing import sha256_of
+from conftest import crash_on_call
 from simsearch import api
 
 
@@ -79,6 +80,59 @@ def test_fingerprint_ignores_copies_and_mtimes_but_not_weights(tmp_path, tiny_mo
     weights[-1] ^= 1
     (copy / "model.safetensors").write_bytes(bytes(weights))
     assert model_fingerprint(str(copy)) != model_fingerprint(str(tiny_model_dir))
+
+
+def rewrite_in_place(path: Path, offset: int, size: int) -> None:
+    """Overwrite `size` bytes at `offset` of `path` with other bytes, keeping its size and restoring its mtime (a silent change)."""
+    info = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        old = handle.read(size)
+        handle.seek(offset)
+        handle.write(bytes(b ^ 0x5A for b in old))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert path.stat().st_size == info.st_size and path.stat().st_mtime_ns == info.st_mtime_ns
+
+
+def test_64_kib_changed_in_the_middle_of_large_weights_is_refused(tmp_path, tiny_corpus):
+    from embedder import DEFAULT_MODEL_NAME
+    from embedder.model_files import resolve_model
+
+    model = Path(shutil.copytree(resolve_model(DEFAULT_MODEL_NAME), tmp_path / "model", ignore=shutil.ignore_patterns("onnx")))
+    idx = build(tiny_corpus, tmp_path / "idx", model)
+    assert run("query", idx, "a dog").exit_code == 0
+    weights = model / "model.safetensors"
+    assert weights.stat().st_size > 50 * 2**20
+    rewrite_in_place(weights, weights.stat().st_size // 2, 64 * 1024)
+    result = run("query", idx, "a dog")
+    assert result.exit_code == 2
+    assert f"Error: {idx}: the model {model} changed since the index was built (fingerprint v2:" in result.output
+
+
+def test_fingerprint_digests_are_remembered_until_a_file_changes_even_with_its_mtime_restored(tmp_path, tiny_model_dir, monkeypatch):
+    import common.file_digests
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    first = model_fingerprint(str(model))
+    hashed = crash_on_call(monkeypatch, common.file_digests, "sha256_of", 0)  # counts calls, never raises (call 0 never comes)
+    assert model_fingerprint(str(model)) == first and hashed["n"] == 0  # nothing re-hashed
+    rewrite_in_place(model / "model.safetensors", (model / "model.safetensors").stat().st_size // 2, 64)
+    assert model_fingerprint(str(model)) != first and hashed["n"] == 1  # only the changed file
+
+
+def test_an_older_simsearchs_fingerprint_is_still_checked(tmp_path, tiny_corpus, tiny_model_dir):
+    from embedder.model_files import legacy_model_fingerprint
+
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    idx = build(tiny_corpus, tmp_path / "idx", model)
+    manifest = json.loads((idx / "manifest.json").read_text())
+    manifest["model_fingerprint"] = legacy_model_fingerprint(str(model))  # as an older simsearch recorded it
+    (idx / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert ":" not in manifest["model_fingerprint"] and run("query", idx, "a dog").exit_code == 0
+    rewrite_in_place(model / "model.safetensors", (model / "model.safetensors").stat().st_size - 1000, 16)
+    result = run("query", idx, "a dog")
+    assert result.exit_code == 2 and f"Error: {model}: the model changed since an index was built with it" in result.output
 
 
 def test_an_older_plain_folder_becomes_a_link_on_its_first_write(tmp_path, tiny_corpus, tiny_model_dir):
