@@ -11,6 +11,12 @@ class SimsearchError(Exception):
     exit_code = 1
 
 
+class WriteFailed(SimsearchError):
+    """SQLite or FAISS could not write a file (a full or read-only disk): a build removes its partial folder to free the space."""
+
+    exit_code = 1
+
+
 class DataError(SimsearchError):
     """The input exists but its content is wrong (bad line, empty corpus, broken index)."""
 

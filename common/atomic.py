@@ -333,7 +333,7 @@ def atomic_update(folder: Path) -> Iterator[Path]:
         clean_stale(folder)
         work = own_sibling(folder, "tmp")
         try:
-            shutil.copytree(folder, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(OWNER_MARK))
+            _copy_index(folder, work)
             yield work
             publish_version(work, folder)
         except SimsearchError as exc:  # name the index, not its temporary copy
@@ -342,6 +342,18 @@ def atomic_update(folder: Path) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+
+def _copy_index(folder: Path, work: Path) -> None:
+    """Copy the index into the update's temporary folder; a failed copy (a full disk) is one line, and the index is untouched."""
+    try:
+        shutil.copytree(folder, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(OWNER_MARK))
+    except shutil.Error as exc:  # copytree gathers each file's failure: (source, target, reason)
+        source, _, reason = exc.args[0][0]
+        strerror = re.match(r"\[Errno \d+\] ([^:]+)", str(reason))
+        raise SimsearchError(
+            f"{folder}: could not copy {Path(source).name} to update the index ({strerror.group(1) if strerror else reason}); the index is unchanged"
+        ) from None
 
 
 @contextmanager

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from sentence_transformers import SentenceTransformer
 from transformers.utils import logging as transformers_logging
 
-from embedder.model_files import resolve_model
+from embedder.model_files import PICKLE_REFUSED, resolve_model
 from errors import UsageError
 
 def pick_device(device: str | None = None) -> str:
@@ -30,10 +32,12 @@ def load_model(name: str | None = None, device: str | None = None) -> SentenceTr
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     transformers_logging.disable_progress_bar()  # the per-load "Loading weights" bar is noise
     try:
-        return SentenceTransformer(target, device=pick_device(device), local_files_only=Path(target).exists())
+        with warnings.catch_warnings():  # torch warns about a pickle's protocol before refusing it; our one line says what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return SentenceTransformer(target, device=pick_device(device), local_files_only=Path(target).exists())
     except pickle.UnpicklingError:  # torch's weights-only loader refused a pickle that holds more than tensors
-        raise UsageError(f"cannot load model {name!r}: its weights file is a pickle with objects other than tensors; refused (never unpickled)") from None
-    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load model {name!r}: {PICKLE_REFUSED}") from None
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated or damaged model.safetensors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"cannot load model {name!r}: {first}") from exc
 

@@ -21,6 +21,8 @@ _DEFAULT_ALIASES = {None, "", "default", "all-MiniLM-L6-v2", DEFAULT_MODEL_NAME}
 REDUCTION_MARKER = "simsearch_reduction.json"
 # Written by `simsearch train` into a trained model folder.
 TRAINING_RECORD = "training.json"
+# Why a model whose weights are a pickle holding more than tensors is not loaded (torch's weights-only loader refused it).
+PICKLE_REFUSED = "its weights file is a pickle with objects other than tensors; refused (never unpickled)"
 # Fingerprints of this simsearch start with this; an older one's (no prefix) read files above 2 MB by their first and last MB.
 FINGERPRINT_PREFIX = "v2:"
 _LEGACY_WHOLE = 1 << 20

@@ -1,8 +1,9 @@
 """Where a model's ONNX export lives, and whether it is still fresh (no torch here).
 
 The export is cached inside the model folder (`onnx/model.onnx`, `onnx/model_int8.onnx`,
-`onnx/source.json`), or, when that folder cannot be written (a read-only folder, an
-installed package), under the user cache dir: `$XDG_CACHE_HOME/simsearch/onnx/<hash>/`.
+`onnx/source.json`), or, when that folder cannot be written (a read-only folder) or lies
+inside a Python installation (the bundled default model in site-packages: never written),
+under the user cache dir: `$XDG_CACHE_HOME/simsearch/onnx/<hash>/`.
 `source.json` records the sha256 of the transformer's weights and config (whole files; the
 digests are remembered in the user cache by size, mtime, ctime and inode, `common.file_digests`,
 so an unchanged 90 MB file is not re-hashed on every load, while weights rewritten in place —
@@ -16,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import site
+import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -39,13 +43,16 @@ def source_files(transformer_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_record(cache: Path) -> dict[str, str]:
-    """{source file name: sha256} a cache folder was built from; empty when there is no readable record."""
+def read_record(cache: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """({source file name: sha256}, {export file name: bytes}) a cache folder records; empty when there is no readable record.
+
+    A record written before export sizes were kept has none: its exports are then only checked for presence.
+    """
     try:
         record = json.loads((cache / SOURCE_RECORD).read_text(encoding="utf-8"))
-        return {name: fields["sha256"] for name, fields in record["source"].items()}
+        return {name: fields["sha256"] for name, fields in record["source"].items()}, dict(record.get("exports", {}))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+        return {}, {}
 
 
 def current_digests(transformer_dir: Path) -> dict[str, str]:
@@ -54,9 +61,13 @@ def current_digests(transformer_dir: Path) -> dict[str, str]:
 
 
 def is_fresh(cache: Path, transformer_dir: Path) -> bool:
-    """True when `cache` holds both exports built from the current source file contents."""
-    recorded = read_record(cache)
-    return bool(recorded) and all((cache / name).is_file() for name in FILES.values()) and current_digests(transformer_dir) == recorded
+    """True when `cache` holds both exports, whole (their recorded sizes), built from the current source file contents."""
+    sources, exports = read_record(cache)
+    if not sources or not all((cache / name).is_file() for name in FILES.values()):
+        return False
+    if exports and any(exports.get(name) != (cache / name).stat().st_size for name in FILES.values()):  # truncated (a killed copy, a full disk)
+        return False
+    return current_digests(transformer_dir) == sources
 
 
 def user_cache_root() -> Path:
@@ -64,10 +75,19 @@ def user_cache_root() -> Path:
     return user_cache_dir() / "onnx"
 
 
+def installed(folder: Path) -> bool:
+    """Whether `folder` lies inside a Python installation (site-packages, the standard library, an interpreter's prefix): never ours to write."""
+    folder = folder.resolve()
+    if any(part in ("site-packages", "dist-packages") for part in folder.parts):
+        return True
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), *sysconfig.get_paths().values()}
+    return any(folder.is_relative_to(Path(root).resolve()) for root in roots if root and Path(root).resolve() != Path("/"))
+
+
 def cache_candidates(model_dir: Path) -> list[Path]:
-    """Cache folders in order of preference: inside the model folder, then under the user cache dir."""
+    """Cache folders in order of preference: inside the model folder (unless it is installed with Python), then under the user cache dir."""
     key = hashlib.sha256(str(model_dir.resolve()).encode("utf-8")).hexdigest()[:16]
-    return [model_dir / CACHE_DIR, user_cache_root() / key]
+    return ([] if installed(model_dir) else [model_dir / CACHE_DIR]) + [user_cache_root() / key]
 
 
 def writable(folder: Path) -> bool:
@@ -82,7 +102,8 @@ def writable(folder: Path) -> bool:
 
 def write_record(cache: Path, digests: dict[str, str], exporter: dict[str, str]) -> None:
     """Write source.json, atomically and readable by every user of a shared model folder: what the exports were built from and with."""
-    record = {"source": {name: {"sha256": digest} for name, digest in digests.items()}, "exporter": exporter}
+    exports = {name: (cache / name).stat().st_size for name in FILES.values()}
+    record = {"source": {name: {"sha256": digest} for name, digest in digests.items()}, "exports": exports, "exporter": exporter}
     with atomic_file(cache / SOURCE_RECORD) as handle:
         os.fchmod(handle.fileno(), 0o644)
         handle.write((json.dumps(record, indent=2) + "\n").encode("utf-8"))

@@ -22,7 +22,7 @@ from common.progress import progress_bar
 from embedder.model_files import model_fingerprint, model_reference, reduction_of, resolve_model
 from embedder.onnx_cache import FILES, INSTALL_HINT, onnx_cache
 from embedder.onnx_modules import ModelPipeline, TransformerSpec, read_pipeline
-from errors import UsageError
+from errors import DataError, UsageError
 
 ONNX_BACKENDS = tuple(FILES)
 
@@ -54,7 +54,11 @@ def make_session(path: Path) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own types (InvalidProtobuf, Fail, ...) derive from Exception only
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {reason}); remove the folder {path.parent} and run again to export it afresh") from None
 
 
 def load_tokenizer(spec: TransformerSpec) -> Any:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import pickle
 import warnings
 from pathlib import Path
 
+from embedder.model_files import PICKLE_REFUSED
 from embedder.onnx_cache import FILES, INSTALL_HINT
 from embedder.onnx_encoder import import_onnxruntime
 from errors import UsageError
@@ -38,6 +40,8 @@ def export_model(transformer_dir: Path, out: Path, all_layers: bool) -> dict[str
     try:
         export_fp32(transformer_dir, out / FILES["onnx"], all_layers)
         quantize_int8(out / FILES["onnx"], out / FILES["onnx-int8"])
+    except pickle.UnpicklingError:  # torch's weights-only loader refused a pickle that holds more than tensors
+        raise UsageError(f"{transformer_dir}: cannot export the model to ONNX: {PICKLE_REFUSED}") from None
     except Exception as exc:  # the exporter fails in many ways; the user needs one line, the traceback stays chained
         raise UsageError(f"{transformer_dir}: cannot export the model to ONNX: {_first_line(exc)}") from exc
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "opset": str(OPSET)}

@@ -147,18 +147,32 @@ def average_weights(models: list[SentenceTransformer]) -> SentenceTransformer:
     return soup
 
 
+def finished_run(folder: Path) -> SentenceTransformer | None:
+    """The model a resumed command finished in `folder`, or None when it is missing or damaged (a killed save): then it is trained again."""
+    if not (folder / TRAINING_JSON).is_file():
+        return None
+    try:
+        read_record(folder)
+        return load_model(str(folder))
+    except (UsageError, ValueError) as exc:  # ValueError: a damaged training.json (json.JSONDecodeError)
+        log.warning(f"{folder} is damaged ({str(exc).splitlines()[0]}); training it again")
+        return None
+
+
 def train_seeds(config: TrainConfig, seeds: int, average: bool) -> TrainResult:
     """Train `seeds` runs (config.seed, +1, ...); keep the best by dev, or their weight average if it beats every run on dev."""
     check_config(config)
     dev = load_dev(config.dev)
     work = open_work(config, {"seeds": seeds, "average": average})
-    folders = []
+    folders, models = [], []
     for seed in range(config.seed, config.seed + seeds):
         folder = work / f"seed-{seed}"
-        if not (folder / TRAINING_JSON).is_file():
+        model = finished_run(folder)
+        if model is None:
             train(replace(config, seed=seed, output=folder, overwrite=True))
+            model = load_model(str(folder))
         folders.append(folder)
-    models = [load_model(str(f)) for f in folders]
+        models.append(model)
     runs = [{"seed": read_record(f)["seed"], "dev_spearman": dev_score(m, dev)} for f, m in zip(folders, models)]
     best = max(range(seeds), key=lambda i: runs[i]["dev_spearman"])
     record = {**read_record(folders[best]), "runs": runs, "soup": None, "chosen": f"seed {runs[best]['seed']}"}

@@ -25,7 +25,7 @@ from common.corpus import CorpusSpec, Document, read_corpus, scan_corpus
 from common.encoder import Encoder
 from common.measures import StreamingExactTopK
 from common.progress import progress_bar
-from errors import Interrupted, SimsearchError
+from errors import Interrupted, SimsearchError, WriteFailed
 from index.gpu import place
 from index.manifest import Manifest
 from index.partial import PartialBuild, partial_path
@@ -118,12 +118,13 @@ def building(out_dir: Path, config: BuildConfig) -> Iterator[Path]:
             if partial_path(out_dir).is_dir():
                 raise Interrupted(f"interrupted: progress kept in {partial_path(out_dir)}; rerun the same command with --resume to continue") from None
             raise
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        except (OSError, WriteFailed) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise
             if is_own(partial_path(out_dir), out_dir):
                 shutil.rmtree(partial_path(out_dir), ignore_errors=True)
-            raise SimsearchError(f"{exc.filename or out_dir}: {exc.strerror}; removed the partial build {partial_path(out_dir).name} to free the space") from None
+            reason = f"{exc.filename or out_dir}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            raise SimsearchError(f"{reason}; removed the partial build {partial_path(out_dir).name} to free the space") from None
 
 
 def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildConfig) -> Manifest:

@@ -84,7 +84,10 @@ def _verify(folder: Path, version: Path) -> Verified:
     sqlite_intact(version / STORE_NAME)
     loaded = load_index(version, gpu="off")
     stored, live = loaded.store.count(), loaded.vectors.live_count
-    loaded.store.close()
+    try:
+        loaded.store.check_rows()
+    finally:
+        loaded.store.close()
     if not stored == live == manifest.document_count:
         raise DataError(f"{folder}: counts disagree (manifest {manifest.document_count}, SQLite {stored}, FAISS {live})")
     return Verified(files, stored)

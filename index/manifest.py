@@ -28,6 +28,13 @@ def simsearch_version() -> str:
         return "unknown"
 
 
+def inside(name: Any) -> bool:
+    """Whether a name a manifest gives is a plain relative path inside the index folder (no `..`, not absolute, no NUL)."""
+    if not isinstance(name, str) or not name or "\0" in name or name.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
 @dataclass
 class Manifest:
     """Self-description of an index folder (written last, read first)."""
@@ -121,8 +128,18 @@ class Manifest:
             if not isinstance(self.quality.get("reached"), bool) or not isinstance(self.quality.get("search_params"), dict):
                 raise bad("quality", self.quality, "reached (true/false) and search_params (an object)")
         for name, record in self.files.items():
+            if not inside(name):
+                raise bad(f"files.{name}", name, "a file inside the index folder")
             if not isinstance(record, dict) or not whole(record.get("bytes")) or not isinstance(record.get("sha256"), str):
                 raise bad(f"files.{name}", record, '{"bytes": N, "sha256": "..."}')
+        if not isinstance(self.shards, list):
+            raise bad("shards", self.shards, "a list")
+        for number, shard in enumerate(self.shards):
+            if not isinstance(shard, dict) or not inside(shard.get("path")) or "/" in shard["path"]:
+                raise bad(f"shards[{number}].path", shard.get("path") if isinstance(shard, dict) else shard, "a folder name inside the index folder")
+            for key in ("documents", "bytes"):
+                if not whole(shard.get(key)) or shard[key] < 0:
+                    raise bad(f"shards[{number}].{key}", shard.get(key), "a whole number >= 0")
 
     def explain(self) -> str:
         """Why this index: type, factory, parameters, reasons, and the recall@10/QPS measured at build time."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from common.corpus import Document
-from errors import DataError, SimsearchError
+from errors import DataError, SimsearchError, WriteFailed
 
 STORE_NAME = "docs.sqlite"
 
@@ -69,7 +69,7 @@ class DocStore:
             with self._db:
                 self._db.executemany(f"{verb} INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
         except sqlite3.OperationalError as exc:  # SQLite's report of a full or read-only disk
-            raise SimsearchError(f"{self.path}: SQLite could not write it ({exc}): is the disk full or read-only?") from None
+            raise WriteFailed(f"{self.path}: SQLite could not write it ({exc}): is the disk full or read-only?") from None
 
     def remove(self, ids: Sequence[int]) -> None:
         with self._db:
@@ -99,8 +99,34 @@ class DocStore:
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for doc_id, text, meta in self._db.execute(f"SELECT id, text, metadata FROM docs WHERE id IN ({marks})", chunk):
-                found[doc_id] = (text, json.loads(meta) if meta else {})
+                found[doc_id] = (self._text(doc_id, text), self._metadata(doc_id, meta))
         return found
+
+    def _text(self, doc_id: int, text: Any) -> str:
+        if not isinstance(text, str):
+            raise DataError(f"{self.path}: document {doc_id}: its text is not text ({type(text).__name__}); run `simsearch index verify`")
+        return text
+
+    def _metadata(self, doc_id: int, raw: Any) -> dict[str, Any]:
+        """A row's metadata: a JSON object, or a one-line DataError naming the document (a damaged or hand-edited store)."""
+        if raw is None or raw == "":
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{self.path}: document {doc_id}: metadata is not JSON ({str(exc).splitlines()[0]}); run `simsearch index verify`") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{self.path}: document {doc_id}: metadata is {type(value).__name__}, not a JSON object; run `simsearch index verify`")
+        return value
+
+    def check_rows(self, chunk: int = 2048) -> None:
+        """Read every row as a search would (id, text, metadata), so `index verify` finds what a query would trip on."""
+        last = -1
+        while rows := self._db.execute("SELECT id, text, metadata FROM docs WHERE id > ? ORDER BY id LIMIT ?", (last, chunk)).fetchall():
+            for doc_id, text, meta in rows:
+                self._text(doc_id, text)
+                self._metadata(doc_id, meta)
+            last = rows[-1][0]
 
     def iter_texts(self, chunk: int = 2048) -> Iterator[tuple[list[int], list[str]]]:
         """All (ids, texts) in id order, `chunk` rows at a time, so a large store is never held at once."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from errors import DataError, SimsearchError
+from errors import DataError, WriteFailed
 from index.plan import IndexPlan
 
 VECTORS_NAME = "vectors.faiss"
@@ -158,7 +158,7 @@ class VectorIndex:
         try:
             faiss.write_index(self.faiss_index, str(folder / VECTORS_NAME))
         except RuntimeError as exc:  # FAISS reports a full or read-only disk as a C++ assertion
-            raise SimsearchError(f"{folder / VECTORS_NAME}: FAISS could not write it ({str(exc).strip().splitlines()[0]}): is the disk full?") from None
+            raise WriteFailed(f"{folder / VECTORS_NAME}: FAISS could not write it ({str(exc).strip().splitlines()[0]}): is the disk full?") from None
         if len(self.tombstones):
             np.save(folder / TOMBSTONES_NAME, self.tombstones)
         else:

@@ -12,7 +12,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from cli import main
 from common.corpus import CorpusSpec
+from common.hashing import sha256_of
 from conftest import crash_on_call, run_cli
 from embedder import SentenceEncoder
 from index import BuildConfig
@@ -38,6 +39,7 @@ class Case:
     fragments: tuple[str, ...]
     guarded: list[Path] = field(default_factory=list)
     disk_limit: int | None = None  # run in a subprocess whose files may not grow past this many bytes (a full disk)
+    fresh_process: bool = False  # run in a subprocess, so warnings reach stderr as they do for a user
 
 
 def snapshot(paths: list[Path]) -> dict[str, bytes]:
@@ -185,6 +187,43 @@ def pickled_model(env: Env, monkeypatch) -> Case:
     return Case(["index", "build", write(env.tmp / "c.txt", "a dog\n"), "-o", env.tmp / "out", "--model", model], 2, ("cannot load model", "refused"))
 
 
+def pickled_model_protocol_4(env: Env, monkeypatch) -> Case:
+    """Weights pickled with protocol 4: torch warns about the protocol before refusing; only our line may show."""
+    import torch
+    from safetensors.torch import load_file
+
+    model = env.tmp / "pickled4"
+    shutil.copytree(env.model, model)
+    weights = model / "model.safetensors"
+    torch.save({**load_file(weights), "payload": Path("/etc/passwd")}, model / "pytorch_model.bin", pickle_protocol=4)
+    weights.unlink()
+    case = Case(["index", "build", write(env.tmp / "c.txt", "a dog\n"), "-o", env.tmp / "out", "--model", model], 2, ("cannot load model", "refused"))
+    return replace(case, fresh_process=True)
+
+
+def shard_outside(env: Env, monkeypatch) -> Case:
+    idx = env.index()
+    edit_manifest(idx, shards=[{"path": "../../../../etc/passwd", "documents": 40, "bytes": 1}], format_version=3)
+    return Case(["query", idx, "a dog"], 1, ("manifest.json", "field 'shards[0].path' is '../../../../etc/passwd', expected a folder name inside the index folder"), [idx])
+
+
+def metadata_not_json(command: str) -> Callable[[Env, object], Case]:
+    """Metadata that is not a JSON object, with the manifest's checksum of docs.sqlite updated to match (so only reading the rows finds it)."""
+
+    def make(env: Env, monkeypatch) -> Case:
+        idx = env.index()
+        store = idx / "docs.sqlite"
+        with sqlite3.connect(store) as db:
+            db.execute("UPDATE docs SET metadata = '{not json' WHERE id = 4")
+        db.close()
+        files = json.loads((Path(os.path.realpath(idx)) / "manifest.json").read_text())["files"]
+        edit_manifest(idx, files={**files, "docs.sqlite": {"bytes": store.stat().st_size, "sha256": sha256_of(store)}})
+        args = ["query", idx, "the dog runs in the park 3", "-k", "40"] if command == "query" else ["index", "verify", idx]
+        return Case(args, 1, ("docs.sqlite: document 4: metadata is not JSON", "index verify"), [idx])
+
+    return make
+
+
 def symlink_loop(env: Env, monkeypatch) -> Case:
     (env.tmp / "loop").symlink_to(env.tmp / "loop")
     return Case(["index", "build", write(env.tmp / "c.txt", "a dog\n"), "-o", env.tmp / "loop", "--model", env.model], 2, ("loop", "symbolic link loop"))
@@ -211,6 +250,21 @@ def disk_full(command: str) -> Callable[[Env, object], Case]:
         return Case(args, 1, (named, "File too large" if command != "add" else "SQLite could not write it"), [idx, corpus], disk_limit=20_000)
 
     return make
+
+
+def disk_full_add_copy(env: Env, monkeypatch) -> Case:
+    """An index whose vectors.faiss (400 x 128 bytes) is larger than the file limit: the update's copy of it fails."""
+    write(env.tmp / "big.txt", corpus_lines(400))
+    api.build(CorpusSpec(env.tmp / "big.txt"), env.tmp / "big", BuildConfig(), model=str(env.model))
+    args = ["index", "add", env.tmp / "big", write(env.tmp / "c.txt", "a dog\n")]
+    return Case(args, 1, ("big: could not copy ", "to update the index (File too large); the index is unchanged"), [env.tmp / "big"], disk_limit=20_000)
+
+
+def disk_full_build_sqlite(env: Env, monkeypatch) -> Case:
+    """Long texts: SQLite hits the limit before the vector stream does (SQLite's own error, not an OSError)."""
+    corpus = write(env.tmp / "c.txt", "".join(f"{'the dog runs in the park ' * 12}{i}\n" for i in range(150)))
+    args = ["index", "build", corpus, "-o", env.tmp / "new", "--model", env.model]
+    return Case(args, 1, ("docs.sqlite: SQLite could not write it", "removed the partial build .new.partial to free the space"), [corpus], disk_limit=20_000)
 
 
 def _case(make: Callable[[Env], Case]) -> Callable[[Env, object], Case]:
@@ -247,6 +301,13 @@ CASES: dict[str, Callable[[Env, object], Case]] = {
     "output-under-a-file": _case(lambda e: Case(["index", "build", write(e.tmp / "c.txt", "a dog\n"), "-o", e.tmp / "c.txt" / "idx", "--model", e.model], 2, ("c.txt", "is not a folder"), [e.tmp / "c.txt"])),
     "encode-output-folder-missing": _case(lambda e: Case(["encode", write(e.tmp / "c.txt", "a dog\n"), "-o", e.tmp / "missing" / "x.npy", "--model", e.model], 2, ("missing", "does not exist"))),
     "add-txt-clash-message": _case(lambda e: Case(["index", "add", e.index(), write(e.tmp / "c.jsonl", '{"id": 3, "text": "a dog"}\n')], 2, ("c.jsonl", "1 id(s) already in", "--upsert"), [e.tmp / "idx"])),
+    "pickled-weights-protocol-4": pickled_model_protocol_4,
+    "manifest-shard-outside-folder": shard_outside,
+    "manifest-file-outside-folder": manifest_case(files={"../../../etc/passwd": {"bytes": 1, "sha256": "x"}}),
+    "metadata-not-json-query": metadata_not_json("query"),
+    "metadata-not-json-verify": metadata_not_json("verify"),
+    "disk-full-add-copy": disk_full_add_copy,
+    "disk-full-build-sqlite": disk_full_build_sqlite,
     "disk-full-build": disk_full("build"),
     "disk-full-add": disk_full("add"),
     "disk-full-encode": disk_full("encode"),
@@ -276,7 +337,7 @@ def test_bad_input_gives_one_line_and_touches_nothing(name, tmp_path, tiny_model
     case = CASES[name](Env(tmp_path, tiny_model_dir, base_index, read_only), monkeypatch)
     args = [str(a) for a in case.args]
     before = snapshot(case.guarded)
-    if case.disk_limit is not None:
+    if case.disk_limit is not None or case.fresh_process:
         done = run_cli(args, file_limit=case.disk_limit)
         code, stderr = done.returncode, done.stderr
     else:

