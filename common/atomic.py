@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -177,8 +177,20 @@ def _is_sibling_name(name: str, target: Path, kind: str) -> bool:
 
 
 def mark_own(folder: Path, owner: Path) -> None:
-    """Mark `folder` as made by simsearch for the target `owner`, so a later writer of `owner` may remove it."""
-    (folder / OWNER_MARK).write_text(json.dumps({"owner": owner.name}) + "\n", encoding="utf-8")
+    """Mark `folder` as made by simsearch for the target `owner`, so a later writer of `owner` may remove it (atomically: whole or absent)."""
+    partial = folder / f"{OWNER_MARK}.tmp"
+    partial.write_text(json.dumps({"owner": owner.name}) + "\n", encoding="utf-8")
+    os.replace(partial, folder / OWNER_MARK)
+
+
+def remove_own(folder: Path) -> None:
+    """Remove a folder simsearch made, its mark last: a removal cut short leaves it marked (removed later), never unmarked and stranded."""
+    with suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name != OWNER_MARK:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        (folder / OWNER_MARK).unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def own_sibling(target: Path, kind: str) -> Path:
@@ -190,11 +202,13 @@ def own_sibling(target: Path, kind: str) -> Path:
 
 
 def is_own(path: Path, target: Path) -> bool:
-    """Whether `path` is a real folder that simsearch marked as made for `target` (the name is checked by the caller)."""
+    """Whether `path` is a real folder that simsearch marked as made for `target`, or an empty one (the name is checked by the caller)."""
     if path.is_symlink() or not path.is_dir():
         return False
     try:
         return json.loads((path / OWNER_MARK).read_text(encoding="utf-8")) == {"owner": target.name}
+    except FileNotFoundError:  # made and killed before its mark was written, or emptied by a removal cut short: nothing in it to lose
+        return all(entry.name == f"{OWNER_MARK}.tmp" for entry in path.iterdir())
     except (OSError, ValueError):
         return False
 
@@ -230,7 +244,7 @@ def swap_into_place(work: Path, target: Path) -> None:
         retired = own_sibling(target, "old")
         os.replace(target, retired / "old")
         os.replace(work, target)
-        shutil.rmtree(retired, ignore_errors=True)
+        remove_own(retired)
     else:
         os.replace(work, target)
     fsync_dir(target.parent)
@@ -265,7 +279,7 @@ def publish_version(work: Path, target: Path) -> None:
         mark_own(target.parent / previous, target)  # an older simsearch's version, named by our own link: pruned at the next swap
     for stale in own_siblings(target, "v"):
         if stale.name not in (version.name, previous):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_own(stale)
 
 
 def clean_stale(target: Path) -> None:
@@ -277,7 +291,7 @@ def clean_stale(target: Path) -> None:
     removed = []
     for kind in ("tmp", "link", "old"):
         for stale in own_siblings(target, kind):
-            stale.unlink() if kind == "link" else shutil.rmtree(stale)
+            stale.unlink() if kind == "link" else remove_own(stale)
             removed.append(stale.name)
     if removed:
         print(f"removed {len(removed)} stale temporary item(s) left by an interrupted writer of {target.name}: {', '.join(sorted(removed))}", file=sys.stderr)
@@ -316,7 +330,7 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
             (work / OWNER_MARK).unlink()  # the finished folder is the user's
             swap_into_place(work, target)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_own(work) if (work / OWNER_MARK).exists() else shutil.rmtree(work, ignore_errors=True)
         raise
 
 
@@ -337,10 +351,10 @@ def atomic_update(folder: Path) -> Iterator[Path]:
             yield work
             publish_version(work, folder)
         except SimsearchError as exc:  # name the index, not its temporary copy
-            shutil.rmtree(work, ignore_errors=True)
+            remove_own(work)
             raise type(exc)(str(exc).replace(str(work), str(folder))) from None
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_own(work)
             raise
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import sys
 import time
 import warnings
@@ -30,12 +31,16 @@ from common.atomic import check_file_target, swap_into_place
 from common.chunking import chunks
 from common.corpus import CorpusSpec, CorpusStats, Document, is_url, read_corpus
 from common.progress import progress_bar
+from distributed.local_cluster import started_processes, stop_with_this_process
 from embedder.backends import load_encoder
 from errors import DataError, SimsearchError, UsageError
 from index.assemble import assemble_index
 from index.build import BuildConfig, building, make_plan
 from index.manifest import Manifest
 from index.partial import PartialBuild
+
+
+CONNECT_TIMEOUT_S = 5.0  # how long `--address` may take to accept a TCP connection
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,23 @@ def give_local_cluster_a_token() -> None:
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at `--address` (HOST:PORT or ray://HOST:PORT)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+        raise UsageError(f"--address {address}: nothing answers at {host}:{port} ({reason} within {CONNECT_TIMEOUT_S:g} s); start the cluster or fix the address") from None
+
+
 def connect(address: str | None) -> dict[str, float]:
     """Join (or start, when `address` is None) a Ray cluster once per process; return its resources."""
     if address is None and "RAY_ADDRESS" not in os.environ and "ray" not in sys.modules:  # Ray reads RAY_AUTH_* on import
@@ -93,7 +115,15 @@ def connect(address: str | None) -> dict[str, float]:
     # Ray's planner sees one input per file and warns that the pool is under-used; the read step splits it into blocks later.
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if address not in (None, "auto"):
+            check_reachable(address)
+        before = started_processes() if address is None else None
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ValueError, ConnectionError, RuntimeError) as exc:  # a missing client package, a cluster that refused us
+            raise UsageError(f"--address {address}: {first_line(exc)}") from None
+        if before is not None:
+            stop_with_this_process(before)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # blocks arrive in corpus order: resume counts documents
     context.enable_progress_bars = False

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from sentence_transformers import SentenceTransformer
 
-from common.atomic import OWNER_MARK, atomic_folder, is_own, mark_own, swap_into_place
+from common.atomic import OWNER_MARK, atomic_folder, is_own, mark_own, remove_own, swap_into_place
 from common.sts_data import StsData
 from embedder.dim_choice import sts_measure
 from embedder.loading import load_model
@@ -125,7 +125,7 @@ def finish(config: TrainConfig, model: SentenceTransformer, record: dict[str, An
     with atomic_folder(config.output, config.overwrite) as out:
         model.save(str(out))
         (out / TRAINING_JSON).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    shutil.rmtree(work, ignore_errors=True)
+    remove_own(work)
     log.info(f"saved {config.output}; dev Spearman {record['final_dev_spearman'] * 100:.2f}")
     return TrainResult(config.output, model, record)
 

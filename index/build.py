@@ -9,7 +9,6 @@ are accumulated per chunk instead of keeping all vectors for an exact search.
 from __future__ import annotations
 
 import errno
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import check_target, clean_stale, is_own, publish_version, writer_folder, writer_lock
+from common.atomic import check_target, clean_stale, is_own, publish_version, remove_own, writer_folder, writer_lock
 from common.chunking import chunks
 from common.corpus import CorpusSpec, Document, read_corpus, scan_corpus
 from common.encoder import Encoder
@@ -122,7 +121,7 @@ def building(out_dir: Path, config: BuildConfig) -> Iterator[Path]:
             if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise
             if is_own(partial_path(out_dir), out_dir):
-                shutil.rmtree(partial_path(out_dir), ignore_errors=True)
+                remove_own(partial_path(out_dir))
             reason = f"{exc.filename or out_dir}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
             raise SimsearchError(f"{reason}; removed the partial build {partial_path(out_dir).name} to free the space") from None
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.atomic import OWNER_MARK, is_own, mark_own
+from common.atomic import OWNER_MARK, is_own, mark_own, remove_own
 from errors import DataError, UsageError
 from index.store import STORE_NAME, DocStore
 from index.vectors import VectorIndex
@@ -63,7 +62,8 @@ class PartialBuild:
             partial = cls(folder, identity, dim, int(progress["documents_done"]), DocStore.open_writable(folder / STORE_NAME), progress["chunks"])
             partial._check_checkpoint()
             return partial
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            remove_own(folder)
         folder.mkdir(parents=True)
         mark_own(folder, target)
         for name in (STREAM_VECTORS, STREAM_IDS):

@@ -89,7 +89,7 @@ class Service:
         if k > self.config.max_k:
             raise ApiError(400, f"k: {k} exceeds the limit of {self.config.max_k}", limit="max_k")
         size = served.index.manifest.document_count
-        if k > size:
+        if k > size and size > 0:  # an empty index answers no hits, as `simsearch query` does
             raise ApiError(400, f"k: {k} exceeds the size of index {served.name!r} ({size} documents)", limit="index_size")
 
     def check_where(self, where: dict | None, served: Served) -> dict[str, str] | None:
@@ -154,9 +154,17 @@ class Service:
         remove_documents(served.folder, ids)
 
     async def watch(self) -> None:
-        """Reload an index whose manifest changed on disk (an external `index add/remove/build --overwrite`)."""
+        """Reload an index whose manifest changed on disk (an external `index add/remove/build --overwrite`); say when a folder goes or comes back."""
+        gone: set[str] = set()
         while True:
             await asyncio.sleep(self.config.reload_check_s)
+            missing = set(self.registry.missing())
+            for name in sorted(missing - gone):
+                log.warning("index %s: its folder %s is gone from disk; still answering from the copy loaded in memory (/readyz reports it)",
+                            name, self.registry.entries[name].folder)
+            for name in sorted(gone - missing):
+                log.info("index %s: its folder %s is back on disk", name, self.registry.entries[name].folder)
+            gone = missing
             for name in self.registry.stale():
                 if self.locks[name].locked():
                     continue  # a write through the API is reloading it already
@@ -228,9 +236,10 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
 
     @app.get("/readyz", response_model=m.Ready, responses={503: {"model": m.Ready}}, tags=["health"])
     async def readyz():
-        """Readiness: every index and model loaded and every batch worker running."""
-        ready = bool(registry.entries) and all(b.alive for b in service.batchers.values()) and len(service.batchers) >= len(registry.encoders)
-        body = m.Ready(ready=ready, indexes=len(registry.entries), models=len(registry.encoders))
+        """Readiness: every index and model loaded, every batch worker running, and every served folder still on disk."""
+        missing = registry.missing()
+        ready = bool(registry.entries) and all(b.alive for b in service.batchers.values()) and len(service.batchers) >= len(registry.encoders) and not missing
+        body = m.Ready(ready=ready, indexes=len(registry.entries), models=len(registry.encoders), missing=missing)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     @app.get("/indexes", response_model=m.IndexList, tags=["indexes"])

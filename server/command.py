@@ -36,6 +36,8 @@ def parse_size(text: str) -> int:
 @click.option("--max-text-chars", type=click.IntRange(min=1), default=10_000, show_default=True, help="Longest text in characters.")
 @click.option("--batch-timeout", "batch_timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds before a slow encoder batch fails its requests with 503.")
+@click.option("--header-timeout", "header_timeout_s", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds a client may take to send a request's headers (408 and closed beyond: slow-header clients cannot hold connections).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="Encoder runtime for every index [default: each index's own]; indexes with the same model and backend share one encoder.")

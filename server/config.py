@@ -30,6 +30,7 @@ class ServeConfig:
     max_k: int = MAX_K
     batch_timeout_s: float = 30.0  # an encoder+search call slower than this fails its batch with 503
     reload_check_s: float = 1.0  # how often manifests are checked for external changes
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this (server.http_protocol)
     insecure: bool = False
     backend: str | None = None  # encoder runtime for every index; None: each index's own (its manifest's)
 

@@ -147,6 +147,7 @@ class Ready(BaseModel):
     ready: bool
     indexes: int
     models: int
+    missing: list[str] = Field(default_factory=list, description="Served indexes whose folder is gone from disk (answered from memory).")
 
 
 class ErrorBody(BaseModel):

@@ -86,5 +86,9 @@ class Registry:
         """Names whose manifest changed on disk since they were loaded (and whose folder is there now)."""
         return [name for name, served in self.entries.items() if (now := manifest_stamp(served.folder)) is not None and now != served.stamp]
 
+    def missing(self) -> list[str]:
+        """Names whose folder (its manifest) is gone from disk: still answered from memory, but no longer what the folder says."""
+        return [name for name, served in self.entries.items() if manifest_stamp(served.folder) is None]
+
     def first(self) -> Served:
         return next(iter(self.entries.values()))

@@ -42,6 +42,18 @@ def set_threads(threads: int | None) -> None:
         faiss.omp_set_num_threads(threads)
 
 
+def server_settings(app, config: ServeConfig):
+    """uvicorn's settings for the app: quiet logs, graceful shutdown, and the HTTP protocol with a deadline for request headers."""
+    import uvicorn
+
+    from server.http_protocol import with_header_timeout
+
+    return uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on",
+        http=with_header_timeout(config.header_timeout_s),
+    )
+
+
 def run(config: ServeConfig) -> None:
     """Serve `config.folders` until SIGTERM/SIGINT; in-flight requests finish first, then it returns (exit 0)."""
     import uvicorn
@@ -58,9 +70,7 @@ def run(config: ServeConfig) -> None:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {', '.join(registry.entries)} on http://{shown}:{port} (docs at /docs)", file=sys.stderr, flush=True)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on")
-    )
+    server = uvicorn.Server(server_settings(app, config))
     # uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown; with these handlers that ends in a normal return.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)

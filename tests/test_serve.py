@@ -6,8 +6,11 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +33,7 @@ from index.search import load_index
 from server.app import create_app
 from server.config import ServeConfig
 from server.registry import Registry
-from server.service import bind
+from server.service import bind, server_settings
 from simsearch import api
 from simsearch.api import index_encoder
 
@@ -68,7 +71,7 @@ def folders(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 def serving(config: ServeConfig, registry: Registry):
     """uvicorn in a thread on a free loopback port; yields the base URL; stops gracefully on exit."""
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(config, registry), log_level="warning", access_log=False))
+    server = uvicorn.Server(server_settings(create_app(config, registry), config))  # the settings `simsearch serve` runs with
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -416,6 +419,62 @@ def test_a_broken_encoder_is_503_for_everyone(folders):
     assert response.json()["detail"] == "the encoder batch failed (RuntimeError: CUDA error: device lost; a probe text fails too: RuntimeError: CUDA error: device lost); retry"
 
 
+def test_an_index_with_no_documents_answers_no_hits_like_the_cli(tmp_path, tiny_model_dir):
+    folder = build(tmp_path / "empty", write_corpus(tmp_path / "one.jsonl", SENTENCES[:1]), tiny_model_dir)
+    api.remove(folder, [1])
+    cli = CliRunner().invoke(main, ["query", str(folder), "a dog", "-k", "3", "--json"])
+    assert cli.exit_code == 0 and json.loads(cli.stdout) == {"query": "a dog", "hits": []}
+    with serving(ServeConfig(folders=(folder,)), Registry.load([folder])) as url, httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/search", json={"queries": ["a dog", "a cat"], "k": 3})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"index": "empty", "results": [{"query": "a dog", "hits": []}, {"query": "a cat", "hits": []}]}
+
+
+def test_a_served_folder_deleted_from_disk_is_reported_by_readyz_and_the_log(tmp_path, tiny_model_dir, caplog):
+    folder = build(tmp_path / "doomed", write_corpus(tmp_path / "c.jsonl", SENTENCES), tiny_model_dir)
+    config = ServeConfig(folders=(folder,), reload_check_s=0.1)
+    with caplog.at_level(logging.INFO, logger="simsearch.serve"), serving(config, Registry.load([folder])) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "missing": []}
+        version = Path(os.path.realpath(folder))
+        folder.unlink()
+        shutil.rmtree(version)
+        deadline = time.monotonic() + 10
+        while "is gone from disk" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        readyz = client.get("/readyz")
+        assert readyz.status_code == 503 and readyz.json()["missing"] == ["doomed"]
+        assert client.post("/search", json={"queries": ["a dog"], "k": 1}).status_code == 200  # still answered from memory
+    assert f"index doomed: its folder {folder} is gone from disk; still answering from the copy loaded in memory" in caplog.text
+    assert caplog.text.count("is gone from disk") == 1  # said once, not every check
+
+
+def test_slow_request_headers_are_answered_408_and_closed(folders):
+    with serving(config_for(folders, ("docs",), header_timeout_s=0.5), registry(folders)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            started, answer = time.monotonic(), b""
+            for _ in range(40):  # one header byte every 0.1 s: a slowloris client (at most 4 s)
+                try:
+                    conn.sendall(b"X")
+                except OSError:
+                    break
+                conn.settimeout(0.1)
+                try:
+                    chunk = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                answer += chunk
+                if not chunk or b"header_timeout" in answer:
+                    break
+            waited = time.monotonic() - started
+        # a normal request on a new connection is unaffected
+        with httpx.Client(base_url=url, timeout=5) as client:
+            assert client.get("/healthz").status_code == 200
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout") and b'"limit": "header_timeout"' in answer, answer
+    assert waited < 3
+
+
 def test_non_loopback_host_without_a_key_is_refused(folders, tmp_path):
     result = CliRunner().invoke(main, ["serve", str(folders["docs"]), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "Traceback" not in result.output
@@ -464,7 +523,7 @@ def test_the_listening_socket_sends_small_responses_at_once():
     """TCP_NODELAY on the listener (inherited by connections): no ~40 ms Nagle/delayed-ACK stall per kept-alive request."""
     import socket
 
-    from server.service import bind
+    from server.service import bind, server_settings
 
     sock = bind("127.0.0.1", 0)
     try:

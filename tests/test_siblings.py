@@ -81,3 +81,15 @@ def test_an_older_simsearchs_version_is_marked_through_its_link_and_pruned_later
     assert not first.exists()
     versions = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".docs.v-"))
     assert len(versions) == 2 and os.readlink(target) in versions
+
+
+def test_folders_a_killed_writer_made_but_never_marked_are_empty_and_removed(tmp_path, tiny_corpus, tiny_model_dir):
+    target = tmp_path / "docs"
+    (tmp_path / ".docs.partial").mkdir()  # killed between mkdir and its mark: holds nothing
+    run("index", "build", tiny_corpus, "-o", target, "--model", tiny_model_dir)
+    unmarked = tmp_path / f".docs.tmp-{'d' * 32}"
+    unmarked.mkdir()
+    (unmarked / f"{OWNER_MARK}.tmp").write_text("{", encoding="utf-8")  # killed while writing its mark
+    result = run("index", "remove", target, "2")
+    assert f"removed 1 stale temporary item(s) left by an interrupted writer of docs: {unmarked.name}" in result.stderr
+    assert not unmarked.exists() and not (tmp_path / ".docs.partial").exists()
