@@ -381,6 +381,17 @@ def naming(path: Path) -> Iterator[None]:
         raise
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        previous = os.umask(0o022)
+        os.umask(previous)
+        return previous
+
+
 @contextmanager
 def atomic_file(target: Path) -> Iterator[BinaryIO]:
     """Yield a binary handle on a temporary sibling of `target`; on success it is synced and renamed over `target`.
@@ -393,6 +404,7 @@ def atomic_file(target: Path) -> Iterator[BinaryIO]:
     handle = tempfile.NamedTemporaryFile(prefix=f".{target.name}.tmp-", dir=target.parent, delete=False)
     try:
         with naming(target), handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # the mode any file the user makes gets, not mkstemp's 0600
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

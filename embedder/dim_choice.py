@@ -170,10 +170,15 @@ def choose_dim(candidates: Sequence[int], measure: Measure, make: Callable[[int]
     return Choice(good[0] if good else None, measure.name, target, measure.full, scores)
 
 
-def _cell(score: Score | None, spread: bool) -> str:
+def shown(measure: str, value: float) -> str:
+    """A measure as text output shows it: Spearman ×100 with 2 decimals (as every table and log line), others as a fraction."""
+    return f"{value * 100:.2f}" if measure == "spearman" else f"{value:.4f}"
+
+
+def _cell(measure: str, score: Score | None, spread: bool) -> str:
     if score is None:
         return f"{'':>20}"
-    return f"{f'{score.mean:.4f} ± {score.std:.4f}' if spread else f'{score.mean:.4f}':>20}"
+    return f"{f'{shown(measure, score.mean)} ± {shown(measure, score.std)}' if spread else shown(measure, score.mean):>20}"
 
 
 def format_sweep(rows: Sequence[SweepRow], documents: int) -> str:
@@ -183,13 +188,13 @@ def format_sweep(rows: Sequence[SweepRow], documents: int) -> str:
     full, names = rows[0], list(rows[0].scores)
     by_key = {(r.method, r.dim): r for r in rows[1:]}
     methods = ("whiten", "jl", "truncate")
-    header = f"{'dim':>5} {'bytes/vec':>9} {'JL ε':>6}  " + "  ".join(f"{m + ' ' + n:>20}" for n in names for m in methods)
+    header = f"{'dim':>5} {'bytes/vec':>9} {'JL ε':>6}  " + "  ".join(f"{m + ' ' + n + (' ×100' if n == 'spearman' else ''):>20}" for n in names for m in methods)
     lines = [header, "-" * len(header)]
-    blank = "  " + _cell(None, False)
-    lines.append(f"{'full':>5} {4 * full.dim:>9} {'-':>6}  " + "  ".join(_cell(full.scores[n], False) + blank * 2 for n in names))
+    blank = "  " + _cell("", None, False)
+    lines.append(f"{'full':>5} {4 * full.dim:>9} {'-':>6}  " + "  ".join(_cell(n, full.scores[n], False) + blank * 2 for n in names))
     for dim in sorted({r.dim for r in rows[1:]}, reverse=True):
         found = [by_key.get((m, dim)) for m in methods]
         eps = jl_epsilon(documents, dim)
-        cells = ["  ".join(_cell(row.scores[n] if row else None, m == "jl") for m, row in zip(methods, found)) for n in names]
+        cells = ["  ".join(_cell(n, row.scores[n] if row else None, m == "jl") for m, row in zip(methods, found)) for n in names]
         lines.append(f"{dim:>5} {4 * dim:>9} {'none' if eps is None else f'{eps:.2f}':>6}  " + "  ".join(cells))
     return "\n".join(lines)

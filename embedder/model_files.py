@@ -7,6 +7,7 @@ and the ONNX backend use it without paying for those imports.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ def resolve_model(name: str | None) -> str:
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise UsageError(f"{name}: folder is not a sentence-transformers or Hugging Face model (no modules.json or config.json)")
         return str(path.resolve())
+    if name.startswith((".", "~", "/")) or os.sep in name and name.count("/") != 1:  # a path, not a hub name (ORG/NAME)
+        raise UsageError(f"{name}: no such model folder")
     return name
 
 

@@ -115,6 +115,7 @@ def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool)
         if is_fresh(cache, transformer_dir):
             return
         digests = current_digests(transformer_dir)
+        print(f"exporting {model_dir} to ONNX (once; later runs reuse it) into {cache}", file=sys.stderr, flush=True)
         from embedder.onnx_export import export_model  # torch: imported only when a build is needed
 
         with atomic_folder(cache, overwrite=True) as work:

@@ -10,7 +10,7 @@ from sentence_transformers import SentenceTransformer
 
 from common.atomic import check_target
 from common.corpus import CorpusSpec, scan_corpus
-from embedder.dim_choice import Choice, Measure, RecallMeasure, SweepRow, candidate_dims, choose_dim, sts_measure, sweep
+from embedder.dim_choice import Choice, Measure, RecallMeasure, SweepRow, candidate_dims, choose_dim, shown, sts_measure, sweep
 from embedder.loading import embedding_dim, load_model
 from embedder.model_files import model_reference, reduction_of, trained_dims
 from embedder.reduction import (
@@ -62,7 +62,8 @@ class ReduceOutcome:
         lines = []
         if choice is not None:
             asked = choice.measure
-            lines.append(f"{asked} at full dim {choice.full:.4f}; " + ", ".join(f"{k}: {v:.4f}" for k, v in choice.scores.items()))
+            unit = " ×100" if asked == "spearman" else ""
+            lines.append(f"{asked}{unit} at full dim {shown(asked, choice.full)}; " + ", ".join(f"{k}: {shown(asked, v)}" for k, v in choice.scores.items()))
             if choice.dim is None:
                 lines.append(f"no dim keeps {choice.target:.0%} of it: {output} is the model without reduction ({info['output_dim']} dims)")
             else:

@@ -127,7 +127,7 @@ def run_worker(backend: str, sentences: Path, config: BenchConfig, save: Path | 
     path = os.pathsep.join(p for p in (str(CODE_ROOT), os.environ.get("PYTHONPATH")) if p)
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("Error: ")  # the worker's own one-line error
         raise SimsearchError(f"the {backend} worker failed (exit {result.returncode}): {last}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 

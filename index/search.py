@@ -23,6 +23,14 @@ from index.vectors import VECTORS_NAME, VectorIndex
 Where = dict[str, str]
 
 
+def unknown_fields(where: Where | None, fields: Sequence[str], index: str) -> str | None:
+    """The one message for a filter naming fields no document of `index` has (the CLI and the server both say it), or None."""
+    unknown = sorted(set(where or {}) - set(fields))
+    if not unknown:
+        return None
+    return f"unknown field(s) {', '.join(unknown)} for index {index!r} (its metadata fields: {', '.join(sorted(fields)) or 'none'})"
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result: document id, cosine score, text and the document's metadata."""

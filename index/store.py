@@ -88,7 +88,10 @@ class DocStore:
 
     def metadata_fields(self) -> list[str]:
         """Every top-level metadata field name used by some document (what a `where` filter can name)."""
-        rows = self._db.execute("SELECT DISTINCT j.key FROM docs, json_each(docs.metadata) AS j WHERE docs.metadata IS NOT NULL ORDER BY 1")
+        try:
+            rows = self._db.execute("SELECT DISTINCT j.key FROM docs, json_each(docs.metadata) AS j WHERE docs.metadata IS NOT NULL ORDER BY 1").fetchall()
+        except sqlite3.OperationalError as exc:  # SQLite's json_each on a row that is not JSON
+            raise DataError(f"{self.path}: the metadata of some document is not JSON ({exc}); run `simsearch index verify`") from None
         return [row[0] for row in rows]
 
     def get(self, ids: Sequence[int]) -> dict[int, tuple[str, dict[str, Any]]]:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from common.corpus import CorpusSpec
 from errors import SimsearchError
+from index.search import unknown_fields
 from index.update import add_documents, remove_documents
 from server import models as m
 from server.auth import BearerAuth, BodyLimit
@@ -95,10 +96,9 @@ class Service:
     def check_where(self, where: dict | None, served: Served) -> dict[str, str] | None:
         if not where:
             return None
-        unknown = sorted(set(where) - served.fields)
-        if unknown:
-            known = ", ".join(sorted(served.fields)) or "none"
-            raise ApiError(400, f"where: unknown field(s) {', '.join(unknown)} for index {served.name!r} (its metadata fields: {known})")
+        problem = unknown_fields(where, sorted(served.fields), served.name)
+        if problem:
+            raise ApiError(400, f"where: {problem}")
         return {name: str(value) for name, value in where.items()}
 
     def require_writes(self) -> None:

@@ -24,7 +24,7 @@ from errors import UsageError
 from index.build import BuildConfig, build_index
 from index.integrity import Verified, verify_index
 from index.manifest import Manifest
-from index.search import Hit, SearchIndex, Where, load_index
+from index.search import Hit, SearchIndex, Where, load_index, unknown_fields
 from index.update import add_documents, remove_documents
 
 PathLike = str | Path
@@ -168,6 +168,9 @@ def query(
     """The k documents of an index most similar to each query text."""
     texts = read_queries(text, queries_file)
     searcher = open_index(folder, model, mmap, gpu, backend)
+    problem = unknown_fields(where, searcher.store.metadata_fields(), Path(folder).name) if where else None
+    if problem:
+        raise UsageError(f"--where: {problem}")
     return QueryResult(texts, searcher.search(texts, k, batch_size, where=where), searcher.device)
 
 

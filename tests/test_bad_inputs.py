@@ -218,6 +218,8 @@ def metadata_not_json(command: str) -> Callable[[Env, object], Case]:
         db.close()
         files = json.loads((Path(os.path.realpath(idx)) / "manifest.json").read_text())["files"]
         edit_manifest(idx, files={**files, "docs.sqlite": {"bytes": store.stat().st_size, "sha256": sha256_of(store)}})
+        if command == "where":
+            return Case(["query", idx, "a dog", "--where", "lang=en"], 1, ("docs.sqlite: the metadata of some document is not JSON", "index verify"), [idx])
         args = ["query", idx, "the dog runs in the park 3", "-k", "40"] if command == "query" else ["index", "verify", idx]
         return Case(args, 1, ("docs.sqlite: document 4: metadata is not JSON", "index verify"), [idx])
 
@@ -306,8 +308,12 @@ CASES: dict[str, Callable[[Env, object], Case]] = {
     "manifest-file-outside-folder": manifest_case(files={"../../../etc/passwd": {"bytes": 1, "sha256": "x"}}),
     "metadata-not-json-query": metadata_not_json("query"),
     "metadata-not-json-verify": metadata_not_json("verify"),
+    "metadata-not-json-where": metadata_not_json("where"),
     "disk-full-add-copy": disk_full_add_copy,
     "disk-full-build-sqlite": disk_full_build_sqlite,
+    "model-path-missing": _case(lambda e: Case(["encode", write(e.tmp / "c.txt", "a dog\n"), "-o", e.tmp / "o.npy", "--model", "./no-such-model"], 2, ("./no-such-model: no such model folder",))),
+    "model-deep-path-missing": _case(lambda e: Case(["encode", write(e.tmp / "c.txt", "a dog\n"), "-o", e.tmp / "o.npy", "--model", "models/mine/v2"], 2, ("models/mine/v2: no such model folder",))),
+    "query-where-unknown-field": _case(lambda e: Case(["query", e.index(), "a dog", "--where", "colour=red"], 2, ("--where: unknown field(s) colour for index 'idx' (its metadata fields: none)",), [e.tmp / "idx"])),
     "disk-full-build": disk_full("build"),
     "disk-full-add": disk_full("add"),
     "disk-full-encode": disk_full("encode"),

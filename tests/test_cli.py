@@ -105,3 +105,13 @@ def test_query_needs_exactly_one_of_text_or_file(built, tmp_path):
 def test_unknown_model_is_a_usage_error(tmp_path, tiny_corpus):
     (tmp_path / "empty-model").mkdir()
     assert_one_line_error(run("index", "build", tiny_corpus, "-o", tmp_path / "idx", "--model", tmp_path / "empty-model"), 2, "not a sentence-transformers")
+
+
+def test_bench_encode_says_error_once_when_a_worker_fails(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}", encoding="utf-8")  # a model folder with nothing to load
+    (tmp_path / "s.txt").write_text("a dog\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["bench", "encode", "--model", str(broken), "--backend", "torch", "--data", str(tmp_path / "s.txt"), "--repeats", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("Error:") == 1 and "the torch worker failed (exit 1): cannot load model" in result.output

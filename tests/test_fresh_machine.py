@@ -115,7 +115,7 @@ def run_onnx(tmp: Path, model: Path, corpus: Path, env: dict[str, str]) -> None:
     """`encode --backend onnx` exports into the model folder; ONNX Runtime keeps no telemetry id in the home."""
     encoded = run_cli(["encode", corpus, "-o", tmp / "x.npy", "--model", model, "--backend", "onnx"], env)
     assert encoded.returncode == 0, encoded.stderr
-    assert_only_own_lines(encoded.stderr, ("wrote ",))
+    assert_only_own_lines(encoded.stderr, ("wrote ", f"exporting {model} to ONNX (once; later runs reuse it) into {model / 'onnx'}"))
     torch_run = run_cli(["encode", corpus, "-o", tmp / "t.npy", "--model", model], env)
     assert torch_run.returncode == 0, torch_run.stderr
     assert np.allclose(np.load(tmp / "x.npy"), np.load(tmp / "t.npy"), atol=1e-4)
@@ -170,6 +170,7 @@ def test_onnx_exports_under_the_home_cache_when_the_model_folder_is_read_only(tm
     assert done.returncode == 0, done.stderr
     exports = list((tmp_path / "home" / ".cache" / "simsearch" / "onnx").glob("*/model.onnx"))
     assert len(exports) == 1
+    assert f"exporting {model} to ONNX (once; later runs reuse it) into {exports[0].parent}" in done.stderr  # says where, once
     (tmp_path / "locked-home").mkdir()
     locked = read_only(tmp_path / "locked-home")
     refused = run_cli(["encode", tiny_corpus, "-o", tmp_path / "y.npy", "--model", model, "--backend", "onnx"], fresh_env(locked))

@@ -244,3 +244,11 @@ def test_cli_sweep_prints_table_json_and_plot(tiny_model_dir, fit_file, sts_file
     # whitening stops at the fit's rank (31): there is no 32-dim whitening row
     assert [(r["method"], r["dim"]) for r in rows] == [("full", 32), ("jl", 32), ("whiten", 16), ("jl", 16), ("truncate", 16), ("whiten", 8), ("jl", 8), ("truncate", 8)]
     assert rows[0]["recall@10"]["mean"] == 1.0 and rows[1]["spearman"]["std"] > 0
+
+
+def test_spearman_is_shown_times_100_and_other_measures_as_fractions():
+    from embedder.dim_choice import Score, SweepRow, format_sweep, shown
+
+    assert shown("spearman", 0.82034) == "82.03" and shown("recall@10", 0.5) == "0.5000"
+    table = format_sweep([SweepRow("full", 32, {"spearman": Score(0.8203)}), SweepRow("whiten", 16, {"spearman": Score(0.81)})], 400)
+    assert "whiten spearman ×100" in table.splitlines()[0] and "82.03" in table and "81.00" in table and "0.8203" not in table

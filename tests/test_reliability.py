@@ -160,3 +160,15 @@ def test_a_written_model_folder_gets_the_mode_of_any_folder_the_user_makes(tmp_p
     assert result.exit_code == 0, result.output
     (tmp_path / "plain").mkdir()
     assert (tmp_path / "reduced").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 != 0o700
+
+
+def test_files_we_write_get_the_umasks_mode_like_the_index_files(tmp_path, tiny_corpus, tiny_model_dir):
+    previous = os.umask(0o022)
+    try:
+        run("encode", tiny_corpus, "-o", tmp_path / "v.npy", "--model", tiny_model_dir)
+        (tmp_path / "r.json").write_text(json.dumps({"spearman": 0.5, "pearson": 0.5, "n": 3}), encoding="utf-8")
+        run("report", tmp_path / "r.json", "-o", tmp_path / "r.md")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "v.npy").stat().st_mode & 0o777 == 0o644  # mkstemp's 0600 before
+    assert (tmp_path / "r.md").stat().st_mode & 0o777 == 0o644
