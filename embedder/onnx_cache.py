@@ -31,6 +31,9 @@ CACHE_DIR = "onnx"
 FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
 SOURCE_RECORD = "source.json"
 INSTALL_HINT = "pip install 'simsearch[onnx]'"
+# How the exports are made; a cache recording another format (or none: before #30, int8 scales
+# spanned the batch) is stale and is exported again.
+EXPORT_FORMAT = 2
 # Files of the transformer folder whose content the exported graph depends on.
 SOURCE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin")
 
@@ -46,11 +49,13 @@ def source_files(transformer_dir: Path) -> list[Path]:
 def read_record(cache: Path) -> tuple[dict[str, str], dict[str, int]]:
     """({source file name: sha256}, {export file name: bytes}) a cache folder records; empty when there is no readable record.
 
-    A record written before export sizes were kept has none: its exports are then only checked for presence.
+    A record of another EXPORT_FORMAT (or of none: written before #30) reads as no record.
     """
     try:
         record = json.loads((cache / SOURCE_RECORD).read_text(encoding="utf-8"))
-        return {name: fields["sha256"] for name, fields in record["source"].items()}, dict(record.get("exports", {}))
+        if record.get("format") != EXPORT_FORMAT:
+            return {}, {}
+        return {name: fields["sha256"] for name, fields in record["source"].items()}, dict(record["exports"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}, {}
 
@@ -65,7 +70,7 @@ def is_fresh(cache: Path, transformer_dir: Path) -> bool:
     sources, exports = read_record(cache)
     if not sources or not all((cache / name).is_file() for name in FILES.values()):
         return False
-    if exports and any(exports.get(name) != (cache / name).stat().st_size for name in FILES.values()):  # truncated (a killed copy, a full disk)
+    if any(exports.get(name) != (cache / name).stat().st_size for name in FILES.values()):  # truncated (a killed copy, a full disk)
         return False
     return current_digests(transformer_dir) == sources
 
@@ -103,7 +108,7 @@ def writable(folder: Path) -> bool:
 def write_record(cache: Path, digests: dict[str, str], exporter: dict[str, str]) -> None:
     """Write source.json, atomically and readable by every user of a shared model folder: what the exports were built from and with."""
     exports = {name: (cache / name).stat().st_size for name in FILES.values()}
-    record = {"source": {name: {"sha256": digest} for name, digest in digests.items()}, "exports": exports, "exporter": exporter}
+    record = {"format": EXPORT_FORMAT, "source": {name: {"sha256": digest} for name, digest in digests.items()}, "exports": exports, "exporter": exporter}
     with atomic_file(cache / SOURCE_RECORD) as handle:
         os.fchmod(handle.fileno(), 0o644)
         handle.write((json.dumps(record, indent=2) + "\n").encode("utf-8"))

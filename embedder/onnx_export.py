@@ -1,4 +1,4 @@
-"""Export a model's transformer to ONNX (fp32) and quantize it to int8; the only ONNX module that imports torch.
+"""Export a model's transformer to ONNX (fp32) and quantize it to int8 (embedder.onnx_quantize); the only ONNX module that imports torch.
 
 The graph takes the tokenizer's tensors (input_ids, attention_mask and, where the
 model reads it, token_type_ids) with dynamic batch and sequence axes, and returns
@@ -10,7 +10,6 @@ seq, dim). Everything after the transformer runs in numpy (embedder.onnx_modules
 from __future__ import annotations
 
 import inspect
-import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from embedder.model_files import PICKLE_REFUSED
 from embedder.onnx_cache import FILES, INSTALL_HINT
 from embedder.onnx_encoder import import_onnxruntime
+from embedder.onnx_quantize import quantize_int8
 from errors import UsageError
 
 OPSET = 17
@@ -33,7 +33,7 @@ def export_model(transformer_dir: Path, out: Path, all_layers: bool) -> dict[str
     """Write model.onnx and model_int8.onnx for the transformer in `transformer_dir` into `out`; returns tool versions."""
     onnxruntime = import_onnxruntime()
     try:
-        import onnx  # noqa: F401  (quantize_dynamic needs it; fail with the install hint, not deep inside)
+        import onnx  # noqa: F401  (quantize_int8 needs it; fail with the install hint, not deep inside)
         import torch
     except ImportError as exc:
         raise UsageError(f"exporting to ONNX needs {exc.name}: {INSTALL_HINT}") from None
@@ -45,18 +45,6 @@ def export_model(transformer_dir: Path, out: Path, all_layers: bool) -> dict[str
     except Exception as exc:  # the exporter fails in many ways; the user needs one line, the traceback stays chained
         raise UsageError(f"{transformer_dir}: cannot export the model to ONNX: {_first_line(exc)}") from exc
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "opset": str(OPSET)}
-
-
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of the MatMul weights, per channel (the defaults lose too much: cosine 0.93)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # quantize_dynamic logs a pre-processing hint on the root logger
-    try:
-        quantize_dynamic(source, target, per_channel=True, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-    finally:
-        logging.disable(previous)
 
 
 def export_fp32(transformer_dir: Path, path: Path, all_layers: bool) -> None:

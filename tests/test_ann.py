@@ -39,3 +39,11 @@ def test_flat_index_has_perfect_recall_and_a_coarse_ivf_index_does_not(tmp_path,
     coarse = ann(tmp_path / "ivf")
     assert coarse["index_type"] == "ivf" and coarse["search_params"] == {"nprobe": 1}
     assert 0.0 < coarse["ann_recall"] < 0.99
+
+
+def test_a_flat_index_built_with_onnx_int8_has_perfect_recall(tmp_path, tiny_model_dir):
+    """Exact search rates 1.000 only when a text's vector does not depend on the batch it was encoded in (#30)."""
+    corpus_of_word_triples(tmp_path / "c.txt")
+    built = CliRunner().invoke(main, ["index", "build", str(tmp_path / "c.txt"), "-o", str(tmp_path / "flat"), "--model", str(tiny_model_dir), "--type", "flat", "--backend", "onnx-int8"])
+    assert built.exit_code == 0, built.output
+    assert ann(tmp_path / "flat")["ann_recall"] == 1.0

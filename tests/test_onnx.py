@@ -92,6 +92,34 @@ def test_tiny_models_match_torch(kind, backend, tiny_model_dir, reduced_models, 
     assert load_encoder(str(model), backend=backend).encode([]).shape == (0, 32 if kind in ("plain", "first-last-avg") else 16)
 
 
+@pytest.mark.parametrize("backend", ["torch", *ONNX_BACKENDS])
+def test_a_sentence_gets_the_same_vector_alone_in_a_batch_and_beside_a_long_text(backend):
+    """Per-tensor int8 scales made a vector depend on its batch-mates (cosine 0.993 alone vs in a batch of 64, #30)."""
+    data = load_sts(require(STSB_EN), "test")
+    sentences = list(dict.fromkeys(data.sentences1 + data.sentences2))
+    targets, others = sentences[:8], sentences[8:64]
+    encoder = load_encoder(None, backend=backend)
+    alone = np.stack([encoder.encode([text])[0] for text in targets])
+    in_batch = encoder.encode(others + targets, batch_size=64)[len(others):]
+    padded = encoder.encode([" ".join(sentences[100:140])] + targets, batch_size=64)[1:]  # padded to the model's 256 tokens
+    np.testing.assert_allclose(in_batch, alone, atol=1e-5)
+    np.testing.assert_allclose(padded, alone, atol=1e-5)
+
+
+def test_an_export_of_an_older_format_is_exported_again(tiny_model_dir, tmp_path, user_cache):
+    """A cache from before per-token int8 scales (no "format" in its record) is stale, whatever its sources."""
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    load_encoder(str(model), backend="onnx-int8")
+    record_path, export = model / "onnx" / SOURCE_RECORD, model / "onnx" / "model_int8.onnx"
+    record = json.loads(record_path.read_text())
+    assert record["format"] == 2
+    del record["format"]
+    record_path.write_text(json.dumps(record))
+    exported = export.stat().st_ino
+    load_encoder(str(model), backend="onnx-int8")
+    assert export.stat().st_ino != exported and json.loads(record_path.read_text())["format"] == 2
+
+
 def test_reduced_model_describes_its_reduction(reduced_models, tmp_path):
     encoder = load_encoder(str(copy_model(reduced_models["whiten"], tmp_path / "m")), backend="onnx-int8")
     assert encoder.describe()["reduction"]["method"] == "whiten" and encoder.dim == 16
