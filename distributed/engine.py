@@ -13,6 +13,7 @@ Ray is imported only in this module (the `distributed` extra).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -32,6 +33,7 @@ from common.chunking import chunks
 from common.corpus import CorpusSpec, CorpusStats, Document, is_url, read_corpus
 from common.progress import progress_bar
 from distributed.local_cluster import started_processes, stop_with_this_process
+from distributed.stderr_filter import dropping_expected_ray_line
 from embedder.backends import load_encoder
 from errors import DataError, SimsearchError, UsageError
 from index.assemble import assemble_index
@@ -119,14 +121,17 @@ def connect(address: str | None) -> dict[str, float]:
             check_reachable(address)
         before = started_processes() if address is None else None
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         except (ValueError, ConnectionError, RuntimeError) as exc:  # a missing client package, a cluster that refused us
             raise UsageError(f"--address {address}: {first_line(exc)}") from None
         if before is not None:
             stop_with_this_process(before)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # blocks arrive in corpus order: resume counts documents
-    context.enable_progress_bars = False
+    context.enable_progress_bars = False  # our own bar counts documents
+    # Ray Data's INFO lines (execution plan, "finished in") and its warning that we turned its bars off are not for our users.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     return ray.cluster_resources()
 
 
@@ -283,7 +288,7 @@ def _build_with_ray(location: str, corpus: CorpusSpec, out_dir: Path, model: str
     resumed_from, encode_started, per_worker = partial.done, time.perf_counter(), {}
     try:
         dataset = encoded_dataset(files, partial.done, model, backend, config.batch_size, config.chunk_size, workers, gpus)
-        with progress_bar(total.documents, "encoding (ray)", "doc", config.show_progress, initial=partial.done) as bar:
+        with dropping_expected_ray_line(), progress_bar(total.documents, "encoding (ray)", "doc", config.show_progress, initial=partial.done) as bar:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 docs = [Document(int(i), str(t), json.loads(m) if m else {}) for i, t, m in zip(batch["id"], batch["text"], batch["metadata"])]
                 partial.record_chunk(batch["vector"], batch["id"], docs)
@@ -313,9 +318,10 @@ def encode_with_ray(location: str, corpus: CorpusSpec, output: Path, model: str 
     files, total, expected = scan_files(location, corpus)
     dataset = encoded_dataset(files, 0, model, backend, batch_size, 2048, workers, gpus)
     try:
-        if output.suffix == ".npy":
-            return _write_npy(dataset, output, total.documents, expected)
-        return _write_parquet(dataset, output, expected)
+        with dropping_expected_ray_line():
+            if output.suffix == ".npy":
+                return _write_npy(dataset, output, total.documents, expected)
+            return _write_parquet(dataset, output, expected)
     except Exception as exc:
         raise simsearch_error(exc) or exc from None
 

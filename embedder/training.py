@@ -9,6 +9,7 @@ folder is a plain sentence-transformers model plus `training.json`, written atom
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import platform
@@ -201,6 +202,13 @@ def training_datasets(names: Sequence[str], data: Sequence[TrainingData]):
     return {name: Dataset.from_dict(d.columns) for name, d in zip(names, data)}
 
 
+def widget_examples(data: TrainingData) -> list[dict]:
+    """The model card's example from the first training texts; set here, sentence-transformers would sample 1,000 rows behind a stray stderr bar."""
+    rows = zip(*(column for column in data.columns.values() if column and isinstance(column[0], str)))
+    texts = list(dict.fromkeys(text for row in itertools.islice(rows, 8) for text in row))[:4]
+    return [{"source_sentence": texts[0], "sentences": texts[1:]}] if len(texts) > 1 else []
+
+
 def mixed_precision() -> str:
     """bf16 on CUDA devices that support it, else fp16 on CUDA; full precision on CPU."""
     if not torch.cuda.is_available():
@@ -378,6 +386,7 @@ def train(config: TrainConfig) -> TrainResult:
     if dev is not None:
         evaluator = StsDevEvaluator(dev)
     curve = DevCurve()
+    model.model_card_data.widget = widget_examples(data[0])
     with atomic_folder(config.output, config.overwrite) as work:
         checkpoints = work / "checkpoints"
         trainer = SentenceTransformerTrainer(

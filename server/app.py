@@ -63,16 +63,21 @@ class Service:
             self.batchers[key].start()
         return self.batchers[key]
 
+    def model_id(self, key: EncoderKey) -> str:
+        """A served encoder's model id: the model reference, with `@backend` when the model is served on more than one backend."""
+        model, backend = key
+        return f"{model}@{backend}" if sum(other[0] == model for other in self.registry.encoders) > 1 else model
+
     def model_key(self, name: str | None) -> EncoderKey:
-        """An index name or a model reference → its encoder; None → the first index's."""
+        """An index name, a model id (`MODEL` or `MODEL@BACKEND`) → its encoder; None → the first index's."""
         if name is None:
             return self.registry.first().encoder_key
         if name in self.registry.entries:
             return self.registry.entries[name].encoder_key
         for key in self.registry.encoders:
-            if key[0] == name:
+            if name in (key[0], f"{key[0]}@{key[1]}"):
                 return key
-        models = sorted({key[0] for key in self.registry.encoders})
+        models = sorted(self.model_id(key) for key in self.registry.encoders)
         raise ApiError(404, f"no model {name!r}: give an index name ({', '.join(self.registry.entries)}) or a model ({', '.join(models)})")
 
     def check_texts(self, texts: Sequence[str], field: str) -> list[str]:
@@ -177,7 +182,7 @@ class Service:
     def summary(self, served: Served) -> m.IndexSummary:
         mf = served.index.manifest
         return m.IndexSummary(
-            name=served.name, model=mf.model, backend=mf.backend, embedding_dim=mf.embedding_dim, document_count=mf.document_count,
+            name=served.name, model=mf.model, backend=mf.backend, served_backend=served.encoder_key[1], embedding_dim=mf.embedding_dim, document_count=mf.document_count,
             index_type=mf.index_type, faiss_factory=mf.faiss_factory, created=mf.created, updates=len(mf.source.get("updates", [])),
             metadata_fields=sorted(served.fields), loaded_at=served.loaded_at,
         )
@@ -268,7 +273,7 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
             buffer = io.BytesIO()
             np.save(buffer, vectors, allow_pickle=False)
             return Response(buffer.getvalue(), media_type="application/octet-stream")
-        return {"model": key[0], "dim": int(vectors.shape[1]), "vectors": vectors.tolist()}
+        return {"model": service.model_id(key), "dim": int(vectors.shape[1]), "vectors": vectors.tolist()}
 
     @app.post("/v1/embeddings", response_model=m.EmbeddingsResponse, responses=errors, tags=["openai"])
     async def embeddings(body: m.EmbeddingsRequest):
@@ -278,19 +283,19 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
             raise ApiError(422, "input: must not be empty")
         key, vectors = await service.encode(texts, body.model, "input")
         if body.dimensions is not None and body.dimensions != vectors.shape[1]:
-            raise ApiError(400, f"dimensions: model {key[0]} gives {vectors.shape[1]}-dim vectors, not {body.dimensions}")
+            raise ApiError(400, f"dimensions: model {service.model_id(key)} gives {vectors.shape[1]}-dim vectors, not {body.dimensions}")
         as_base64 = body.encoding_format == "base64"
         data = [
             {"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else v.tolist()}
             for i, v in enumerate(vectors)
         ]
         tokens = await asyncio.to_thread(service.registry.encoders[key].count_tokens, texts)  # 256 long inputs take a while
-        return {"object": "list", "data": data, "model": key[0], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {"object": "list", "data": data, "model": service.model_id(key), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @app.get("/v1/models", response_model=m.ModelList, tags=["openai"])
     async def list_models():
         """The served models (an index name is accepted wherever a model is)."""
-        return m.ModelList(data=[m.ModelCard(id=key[0], created=int(service.started)) for key in registry.encoders])
+        return m.ModelList(data=[m.ModelCard(id=service.model_id(key), created=int(service.started)) for key in registry.encoders])
 
     @app.post("/indexes/{name}/documents", response_model=m.IndexSummary, responses=errors | {403: {"model": m.ErrorBody}}, tags=["write"])
     async def add(name: str, body: m.AddRequest, upsert: bool = Query(False, description="replace documents whose id exists")):

@@ -128,7 +128,8 @@ class IndexSummary(BaseModel):
 
     name: str
     model: str
-    backend: str
+    backend: str = Field(description="the backend the index was built with")
+    served_backend: str = Field(description="the backend its queries are encoded with here (serve --backend, else the built one)")
     embedding_dim: int
     document_count: int
     index_type: str

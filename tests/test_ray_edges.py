@@ -55,3 +55,23 @@ def test_a_build_killed_with_sigkill_leaves_no_ray_processes(tmp_path, tiny_mode
     finally:
         if build.poll() is None:
             build.kill()
+
+
+def test_only_the_expected_ray_core_worker_line_is_dropped_from_stderr():
+    """Ray's C++ error line about actor constructor arguments (every run, harmless) is left out; every other line passes, in order."""
+    ray_line = (
+        "[2026-12-06 14:44:36,244 E 27166 27166] core_worker.cc:2465: Actor with class name: 'MapWorker(MapBatches(EncodeBlocks))' and ID: "
+        "'1642b669e00f71f2f8f1336401000000' has constructor arguments in the object store and max_restarts > 0. If the arguments in the "
+        "object store go out of scope or are lost, the actor restart will fail. See https://github.com/ray-project/ray/issues/53727 for more details."
+    )
+    code = (
+        "import os, sys\nfrom distributed.stderr_filter import dropping_expected_ray_line\n"
+        "with dropping_expected_ray_line():\n"
+        "    os.write(2, b'first\\n')\n"
+        f"    os.write(2, {(ray_line + chr(10)).encode()!r})\n"
+        "    print('second', file=sys.stderr)\n"
+        "    os.write(2, b'[E] core_worker.cc:1: something else failed\\n')\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr.splitlines() == ["first", "second", "[E] core_worker.cc:1: something else failed", "after"]

@@ -161,6 +161,26 @@ def test_openai_client_embeddings_equal_simsearch_encode(open_server, folders, t
     assert np.allclose(np.load(io.BytesIO(raw.content), allow_pickle=False), want, atol=1e-5)
 
 
+def test_one_model_on_two_backends_has_two_model_ids(folders, tiny_model_dir, tmp_path):
+    """`/v1/models` ids differ by backend (`MODEL@onnx-int8`), each id picks its encoder, `/indexes` tells the served backend."""
+    pytest.importorskip("onnxruntime")
+    int8 = tmp_path / "int8"
+    api.build(CorpusSpec(write_corpus(tmp_path / "c.jsonl", SENTENCES)), int8, BuildConfig(show_progress=False), model=str(tiny_model_dir), backend="onnx-int8")
+    both = Registry.load([folders["docs"], int8])
+    with serving(config_for({"docs": folders["docs"], "int8": int8}, ("docs", "int8")), both) as url:
+        ids = [card["id"] for card in httpx.get(f"{url}/v1/models").json()["data"]]
+        assert ids == [f"{tiny_model_dir}@torch", f"{tiny_model_dir}@onnx-int8"]
+        for model_id, index in zip(ids, ("docs", "int8")):
+            by_id = httpx.post(f"{url}/v1/embeddings", json={"model": model_id, "input": QUERIES[:2]}).json()
+            by_index = httpx.post(f"{url}/v1/embeddings", json={"model": index, "input": QUERIES[:2]}).json()
+            assert by_id["model"] == by_index["model"] == model_id and by_id["data"] == by_index["data"]
+        summaries = {s["name"]: (s["backend"], s["served_backend"]) for s in httpx.get(f"{url}/indexes").json()["indexes"]}
+        assert summaries == {"docs": ("torch", "torch"), "int8": ("onnx-int8", "onnx-int8")}
+    with serving(config_for({"docs": folders["docs"], "int8": int8}, ("docs", "int8")), Registry.load([folders["docs"], int8], backend="torch")) as url:
+        assert [card["id"] for card in httpx.get(f"{url}/v1/models").json()["data"]] == [str(tiny_model_dir)]  # one backend: the plain id
+        assert httpx.get(f"{url}/indexes/int8").json()["served_backend"] == "torch"
+
+
 @pytest.mark.parametrize(
     "path, body, status, fragment",
     [

@@ -264,6 +264,8 @@ def test_cli_train_writes_a_model_folder_and_reports_bad_rows(tmp_path, tiny_mod
     assert result.exit_code == 0, result.output
     record = json.loads((out / TRAINING_JSON).read_text())
     assert (out / "modules.json").exists() and record["method"] == "simcse-sup"
+    assert "Computing widget examples" not in result.stderr  # sentence-transformers' model-card bar: stderr carries our lines only
+    assert "source_sentence:" in (out / "README.md").read_text()  # the model card still shows an example, from the first training rows
     # Options given win; the rest are the method's defaults, recorded as run.
     assert (record["hyperparameters"]["batch_size"], record["hyperparameters"]["lr"]) == (16, 1e-3)
     assert record["hyperparameters"]["epochs"] == METHOD_DEFAULTS["simcse-sup"].epochs
