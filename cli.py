@@ -133,6 +133,22 @@ def index_remove(folder: Path, ids: tuple[int, ...], ids_file: Path | None, lock
     click.echo(f"removed {len(set(wanted))}: {folder} now holds {manifest.document_count} documents", err=True)
 
 
+@index.command("lexical")
+@click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
+@lock_timeout_option
+def index_lexical(folder: Path, lock_timeout: float | None) -> None:
+    """Add the lexical (BM25) index to index DIR built by an older simsearch, from its stored texts.
+
+    Indexes built now have one already; this is for folders without it, which
+    `--mode lexical` and `--mode hybrid` need. Written as a new version and swapped in
+    atomically under the folder's writer lock, like `index add`.
+    """
+    from simsearch.api import add_lexical
+
+    manifest = add_lexical(folder, lock_timeout)
+    click.echo(f"lexical index: {folder} ({manifest.document_count} documents, tokenize '{manifest.lexical['tokenize']}')", err=True)
+
+
 @index.command("verify")
 @click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
 def index_verify(folder: Path) -> None:

@@ -75,7 +75,7 @@ def assemble_index(
         searcher.write(folder)
     else:
         extra.update(shards=searcher.write(folder), format_version=SHARDED_FORMAT_VERSION)
-    manifest = describe_build(plan, config, searcher, quality, model, provenance, placement.describe(), started, source, **extra)
+    manifest = describe_build(plan, config, searcher, quality, model, provenance, placement.describe(), started, source, partial.store.has_lexical, **extra)
     manifest.write(folder)
     publish_version(folder, out_dir)
     return manifest

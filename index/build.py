@@ -25,6 +25,7 @@ from common.encoder import Encoder
 from common.measures import StreamingExactTopK
 from common.progress import progress_bar
 from errors import Interrupted, SimsearchError, WriteFailed
+from index import lexical
 from index.gpu import place
 from index.manifest import Manifest
 from index.partial import PartialBuild, partial_path
@@ -187,16 +188,17 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
     folder = partial.finish()
     vectors.write(folder)
     source = {"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank}
-    manifest = describe_build(plan, config, vectors, quality, encoder.name, encoder.describe(), placement.describe(), started, source)
+    manifest = describe_build(plan, config, vectors, quality, encoder.name, encoder.describe(), placement.describe(), started, source, partial.store.has_lexical)
     manifest.write(folder)
     publish_version(folder, out_dir)
     return manifest
 
 
 def describe_build(
-    plan: IndexPlan, config: BuildConfig, vectors, quality: Quality, model: str, provenance: dict, device: str, started: float, source: dict, **extra
+    plan: IndexPlan, config: BuildConfig, vectors, quality: Quality, model: str, provenance: dict, device: str, started: float, source: dict,
+    has_lexical: bool, **extra,
 ) -> Manifest:
-    """The manifest of a finished build (`vectors`: a VectorIndex or sharded vectors; `extra`: shards, engine)."""
+    """The manifest of a finished build (`vectors`: a VectorIndex or sharded vectors; `has_lexical`: its store has the BM25 index; `extra`: shards, engine)."""
     return Manifest(
         model=model,
         embedding_dim=vectors.dim,
@@ -213,6 +215,7 @@ def describe_build(
         backend=provenance.get("backend", "torch"),
         model_fingerprint=provenance.get("fingerprint"),
         source=source,
+        lexical=dict(lexical.DESCRIPTION) if has_lexical else {},  # none only when resuming a partial build of an older simsearch
         **extra,
     )
 

@@ -86,8 +86,11 @@ def _verify(folder: Path, version: Path) -> Verified:
     stored, live = loaded.store.count(), loaded.vectors.live_count
     try:
         loaded.store.check_rows()
+        has_lexical, lexical_count = loaded.store.has_lexical, loaded.store.lexical_count()
     finally:
         loaded.store.close()
     if not stored == live == manifest.document_count:
         raise DataError(f"{folder}: counts disagree (manifest {manifest.document_count}, SQLite {stored}, FAISS {live})")
+    if manifest.lexical and not (has_lexical and lexical_count == stored):
+        raise DataError(f"{folder}: the lexical index holds {lexical_count} of {stored} documents")
     return Verified(files, stored)

@@ -11,6 +11,7 @@ from typing import Any
 
 from common.corpus import json_object
 from errors import DataError
+from index.lexical import ADD_COMMAND as LEXICAL_ADD_COMMAND, VERSION as LEXICAL_VERSION
 
 # 2: index types (IVF ids live in the inverted lists), tuned search parameters, quality, HNSW tombstones.
 # 3: a sharded folder (`shards` lists sub-folders holding vectors.faiss; one docs.sqlite beside them); unsharded folders stay 2.
@@ -57,6 +58,7 @@ class Manifest:
     model_fingerprint: str | None = None  # of the model folder's weights and config (embedder.model_files.model_fingerprint)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name → {"bytes", "sha256"} (index.integrity)
     shards: list[dict[str, Any]] = field(default_factory=list)  # [{"path", "documents", "bytes"}] of a sharded folder; empty: one vectors.faiss
+    lexical: dict[str, Any] = field(default_factory=dict)  # the BM25 index in docs.sqlite (index.lexical.DESCRIPTION); empty: none (older folders)
     engine: dict[str, Any] = field(default_factory=dict)  # how it was built: {"name": "ray", "workers", "docs_per_second", ...}
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     simsearch_version: str = field(default_factory=simsearch_version)
@@ -109,7 +111,7 @@ class Manifest:
             raise bad("model", self.model, "a model name")
         if self.index_type not in INDEX_TYPES[:-1]:
             raise bad("index_type", self.index_type, f"one of {', '.join(INDEX_TYPES[:-1])}")
-        for name in ("index_params", "search_params", "choice", "quality", "source", "files"):
+        for name in ("index_params", "search_params", "choice", "quality", "source", "files", "lexical"):
             if not isinstance(getattr(self, name), dict):
                 raise bad(name, getattr(self, name), "an object")
         for key, value in self.search_params.items():
@@ -117,6 +119,8 @@ class Manifest:
                 raise bad(f"search_params.{key}", value, "a positive whole number")
         if self.vector_count is not None and (not whole(self.vector_count) or self.vector_count < 0):
             raise bad("vector_count", self.vector_count, "a whole number >= 0")
+        if self.lexical and self.lexical.get("version") != LEXICAL_VERSION:
+            raise bad("lexical.version", self.lexical.get("version"), f"{LEXICAL_VERSION} (rebuild the index with this simsearch)")
         if self.quality:
             for key in ("recall_at_10", "qps", "queries", "target_recall"):
                 value = self.quality.get(key)
@@ -158,6 +162,10 @@ class Manifest:
         if self.shards:
             lines.append(f"shards: {len(self.shards)}, searched together (top-k merged by score): "
                          + ", ".join(f"{s['path']} {s['documents']} docs {format_bytes(s['bytes'])}" for s in self.shards))
+        if self.lexical:
+            lines.append(f"lexical: BM25 over SQLite FTS5 in docs.sqlite (tokenize '{self.lexical.get('tokenize')}', CJK {self.lexical.get('cjk')})")
+        else:
+            lines.append(f"lexical: none (built by an older simsearch); `{LEXICAL_ADD_COMMAND} FOLDER` adds one for --mode lexical/hybrid")
         quality = self.quality
         if quality:
             tuned = ", ".join(f"{k}={v}" for k, v in quality["search_params"].items()) or "nothing to tune"

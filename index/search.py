@@ -69,11 +69,7 @@ class SearchIndex:
         """Ids whose metadata matches every field=value of `where` (None: no filter)."""
         if not where:
             return None
-        matching: set[int] | None = None
-        for name, value in where.items():
-            found = set(self.store.ids_where(name, value))
-            matching = found if matching is None else matching & found
-        return np.array(sorted(matching or ()), dtype=np.int64)
+        return np.array(sorted(self.store.ids_where(where)), dtype=np.int64)
 
     def search_ids(self, queries: np.ndarray, k: int = 10, where: Where | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Batch search without texts: (scores, ids) arrays of shape (n, k'); ids -1 where fewer hits exist.

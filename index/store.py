@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from common.corpus import Document
-from errors import DataError, SimsearchError, WriteFailed
+from errors import DataError, SimsearchError, UsageError, WriteFailed
+from index import lexical
 
 STORE_NAME = "docs.sqlite"
 
@@ -21,17 +22,31 @@ def json_path(field: str) -> str:
     return '$."' + field.replace('"', '\\"') + '"'
 
 
+def write_failed(path: Path | None, exc: sqlite3.OperationalError) -> WriteFailed:
+    """SQLite's report of a full or read-only disk as one line naming the file."""
+    return WriteFailed(f"{path}: SQLite could not write it ({exc}): is the disk full or read-only?")
+
+
 class DocStore:
     """Texts and metadata of an index; vectors live in FAISS, everything readable lives here."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path | None = None) -> None:
         self._db = connection
         self.path = path
+        found = connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.TABLE,)).fetchone()
+        self.has_lexical = found is not None  # False in a store written before the lexical index existed
 
     @classmethod
     def create(cls, path: Path) -> DocStore:
+        """A new, empty store with its lexical (FTS5) index (~25 KB on disk before the first document)."""
         db = sqlite3.connect(path)
-        db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)")
+        try:
+            with db:
+                db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)")
+                db.execute(lexical.CREATE_SQL)
+        except sqlite3.OperationalError as exc:
+            db.close()
+            raise write_failed(path, exc) from None
         return cls(db, path)
 
     @classmethod
@@ -63,28 +78,79 @@ class DocStore:
 
     def add(self, documents: Iterable[Document], replace: bool = False) -> None:
         """Insert documents in one transaction; `replace` overwrites rows whose id exists (upsert, resumed builds)."""
+        documents = list(documents)
         rows = ((d.id, d.text, json.dumps(d.metadata, ensure_ascii=False) if d.metadata else None) for d in documents)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         try:
             with self._db:
+                if replace:
+                    self._unindex([d.id for d in documents])
                 self._db.executemany(f"{verb} INTO docs (id, text, metadata) VALUES (?, ?, ?)", rows)
+                self._index((d.id, d.text) for d in documents)
         except sqlite3.OperationalError as exc:  # SQLite's report of a full or read-only disk
-            raise WriteFailed(f"{self.path}: SQLite could not write it ({exc}): is the disk full or read-only?") from None
+            raise write_failed(self.path, exc) from None
 
     def remove(self, ids: Sequence[int]) -> None:
         with self._db:
+            self._unindex(ids)
             self._db.executemany("DELETE FROM docs WHERE id = ?", ((int(i),) for i in ids))
+
+    def _index(self, rows: Iterable[tuple[int, str]]) -> None:
+        """Add (id, text) rows to the lexical index (inside the caller's transaction)."""
+        if self.has_lexical:
+            rows = ((doc_id, lexical.lexical_text(text)) for doc_id, text in rows)
+            self._db.executemany(f"INSERT INTO {lexical.TABLE} (rowid, text) VALUES (?, ?)", rows)
+
+    def _unindex(self, ids: Sequence[int]) -> None:
+        """Take the stored texts of `ids` out of the lexical index (a contentless FTS5 table is told the terms it indexed)."""
+        if self.has_lexical:
+            old = ((doc_id, lexical.lexical_text(text)) for doc_id, (text, _) in self.get(ids).items())
+            self._db.executemany(f"INSERT INTO {lexical.TABLE} ({lexical.TABLE}, rowid, text) VALUES ('delete', ?, ?)", old)
+
+    def build_lexical(self) -> None:
+        """Create the lexical index of a store that has none (an older index), from every stored text."""
+        if self.has_lexical:
+            return
+        with self._db:
+            self._db.execute(lexical.CREATE_SQL)
+            self.has_lexical = True
+            for ids, texts in self.iter_texts():
+                self._index(zip(ids, texts))
+
+    def lexical_search(self, query: str, k: int, where: dict[str, str] | None = None) -> list[tuple[int, float]]:
+        """The k best (id, BM25 score) for `query` among documents matching `where` (higher is better; FTS5's bm25() is negated)."""
+        if not self.has_lexical:
+            folder = self.path.parent if self.path else "the index"
+            raise UsageError(f"{folder}: this index has no lexical index (built by an older simsearch); add one with `{lexical.ADD_COMMAND} DIR`")
+        expression = lexical.match_expression(query)
+        if not expression:
+            return []
+        condition, args = self._where_sql(where)
+        sql = f"SELECT rowid, -bm25({lexical.TABLE}) FROM {lexical.TABLE} WHERE {lexical.TABLE} MATCH ?"
+        if condition:
+            sql += f" AND rowid IN (SELECT id FROM docs WHERE {condition})"
+        return [(int(i), float(s)) for i, s in self._db.execute(sql + " ORDER BY rank LIMIT ?", (expression, *args, k))]
+
+    def lexical_count(self) -> int:
+        """Documents in the lexical index (0 when there is none)."""
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {lexical.TABLE}").fetchone()[0]) if self.has_lexical else 0
 
     def existing(self, ids: Sequence[int]) -> set[int]:
         """The subset of `ids` present in the store."""
         return set(self.get(ids))
 
-    def ids_where(self, field: str, value: str) -> list[int]:
-        """Ids whose metadata field `field` equals `value` (compared as text, so 3 matches "3")."""
-        rows = self._db.execute(
-            "SELECT id FROM docs WHERE metadata IS NOT NULL AND CAST(json_extract(metadata, ?) AS TEXT) = ?", (json_path(field), value)
-        )
-        return [row[0] for row in rows]
+    @staticmethod
+    def _where_sql(where: dict[str, str] | None) -> tuple[str, list[str]]:
+        """SQL condition on `docs` for every field=value of `where` (values compared as text, so 3 matches "3"); '' for none."""
+        if not where:
+            return "", []
+        tests = " AND ".join("CAST(json_extract(metadata, ?) AS TEXT) = ?" for _ in where)
+        return f"metadata IS NOT NULL AND {tests}", [item for name, value in where.items() for item in (json_path(name), value)]
+
+    def ids_where(self, where: dict[str, str]) -> list[int]:
+        """Ids whose metadata matches every field=value of `where`."""
+        condition, args = self._where_sql(where)
+        return [row[0] for row in self._db.execute(f"SELECT id FROM docs WHERE {condition or '1'}", args)]
 
     def metadata_fields(self) -> list[str]:
         """Every top-level metadata field name used by some document (what a `where` filter can name)."""

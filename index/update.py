@@ -126,6 +126,28 @@ def add_documents(
             return _finish(work, manifest, vectors, change)
 
 
+def add_lexical_index(folder: Path, lock_timeout: float | None = None) -> Manifest:
+    """Give an index folder built before lexical search existed its BM25 index (from its stored texts), atomically under its writer lock.
+
+    A folder that has one already is left as it is.
+    """
+    from index import lexical
+
+    folder = writer_folder(Path(folder))
+    with writer_lock(folder, lock_timeout):
+        manifest = _check_index(folder)
+        if manifest.lexical:
+            return manifest
+        with atomic_update(folder) as work:
+            store = DocStore.open_writable(work / STORE_NAME)
+            store.build_lexical()
+            store.close()
+            manifest.lexical = dict(lexical.DESCRIPTION)
+            manifest.source = {**manifest.source, "updates": [*manifest.source.get("updates", []), {"lexical": "added"}]}
+            manifest.write(work)
+            return manifest
+
+
 def read_ids_file(path: Path) -> list[int]:
     """Ids, one per line (blank lines skipped); a line that is not an integer is an error naming it."""
     ids = []

@@ -10,7 +10,7 @@ Names are imported on first use (PEP 562), so `import simsearch` is cheap.
 from importlib import import_module
 
 _EXPORTS = {name: "simsearch.api" for name in (
-    "QueryResult", "add", "build", "encode_file", "eval_ann", "eval_retrieval", "eval_sts", "info", "load_encoder",
+    "QueryResult", "add", "add_lexical", "build", "encode_file", "eval_ann", "eval_retrieval", "eval_sts", "info", "load_encoder",
     "make_stsb_retrieval", "open_index", "query", "reduce", "remove", "report", "sweep", "train",
 )}
 __all__ = sorted(_EXPORTS)

@@ -25,7 +25,7 @@ from index.build import BuildConfig, build_index
 from index.integrity import Verified, verify_index
 from index.manifest import Manifest
 from index.search import Hit, SearchIndex, Where, load_index, unknown_fields
-from index.update import add_documents, remove_documents
+from index.update import add_documents, add_lexical_index, remove_documents
 
 PathLike = str | Path
 
@@ -119,6 +119,11 @@ def remove(folder: PathLike, ids: Sequence[int], lock_timeout: float | None = No
     """Remove documents by id (an id not in the index is an error and nothing changes)."""
     refuse_sharded(Path(folder))
     return remove_documents(Path(folder), ids, lock_timeout)
+
+
+def add_lexical(folder: PathLike, lock_timeout: float | None = None) -> Manifest:
+    """Give an index folder built before lexical search existed its BM25 index (no change to a folder that has one)."""
+    return add_lexical_index(Path(folder), lock_timeout)
 
 
 def verify(folder: PathLike) -> Verified:
@@ -299,6 +304,6 @@ def sweep(
 
 
 __all__ = [
-    "QueryResult", "add", "bench_encode", "build", "encode_file", "eval_ann", "eval_retrieval", "eval_sts", "info", "load_encoder",
+    "QueryResult", "add", "add_lexical", "bench_encode", "build", "encode_file", "eval_ann", "eval_retrieval", "eval_sts", "info", "load_encoder",
     "make_stsb_retrieval", "open_index", "query", "reduce", "remove", "report", "sweep", "train", "verify",
 ]
