@@ -16,7 +16,7 @@ from cli_bench import bench
 from cli_models import reduce_group, train
 from cli_options import (
     CORPUS, IN_FILE, MODEL_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, engine_options, gpu_option, json_line,
-    lock_timeout_option, parse_columns, parse_where,
+    lock_timeout_option, parse_columns, parse_where, search_mode_options, search_options,
 )
 from common.corpus import CorpusSpec
 from embedder.backends import DEFAULT_BACKEND
@@ -191,15 +191,22 @@ def index_info(folder: Path, as_json: bool) -> None:
 @click.option("--model", default=None, help="Query with this model instead of the index's own (it must give vectors of the same dimension).")
 @backend_option(None)
 @gpu_option
+@search_mode_options
 def query(
     folder: Path, text: str | None, queries: Path | None, k: int, as_json: bool, batch_size: int, where: tuple[str, ...], mmap: bool,
-    model: str | None, backend: str | None, gpu: str,
+    model: str | None, backend: str | None, gpu: str, mode: str, fusion: str, rrf_k: int, alpha: float, candidates: int | None,
 ) -> None:
-    """Find the K documents of index DIR most similar to TEXT (or to each line of --queries)."""
+    """Find the K documents of index DIR most similar to TEXT (or to each line of --queries).
+
+    --mode lexical ranks by BM25 over the index's lexical index; --mode hybrid fuses both
+    rankings, and --json hits then carry dense_rank and lexical_rank (null where that side
+    did not return the document).
+    """
     from simsearch.api import query as run_query
 
     conditions = parse_where(where)
-    result = run_query(folder, text, queries, k, conditions, mmap, gpu, batch_size, model, backend)
+    options = search_options(mode, fusion, rrf_k, alpha, candidates)
+    result = run_query(folder, text, queries, k, conditions, mmap, gpu, batch_size, model, backend, options)
     if result.device != "CPU":
         note = f"search on {result.device}"
         click.echo(note + ("; --where filters run on the CPU index (GPU indexes cannot filter)" if conditions else ""), err=True)
@@ -258,7 +265,11 @@ def eval_sts(
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @batch_size_option
 @backend_option(None)
-def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int, backend: str | None) -> None:
+@search_mode_options
+def eval_retrieval(
+    folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int, backend: str | None,
+    mode: str, fusion: str, rrf_k: int, alpha: float, candidates: int | None,
+) -> None:
     """Recall@k, MRR@10, nDCG@10 and MAP@100 of index DIR on judged queries (computed by trec_eval)."""
     from eval.tables import format_table
     from simsearch.api import eval_retrieval as run_eval
@@ -267,13 +278,14 @@ def eval_retrieval(folder: Path, queries: Path, qrels: Path, ks: str, as_json: b
         cutoffs = [int(k) for k in ks.split(",")]
     except ValueError:
         raise UsageError(f"--k must be comma-separated integers, got {ks!r}") from None
-    result = run_eval(folder, queries, qrels, cutoffs, batch_size, backend)
+    options = search_options(mode, fusion, rrf_k, alpha, candidates)
+    result = run_eval(folder, queries, qrels, cutoffs, batch_size, backend, options)
     if result.unknown_docs:
         click.echo(f"warning: {result.unknown_docs} judged document id(s) of {qrels} are not in {folder} (they count as misses)", err=True)
     if as_json:
-        json_line({**result.metrics, "queries": result.queries, "index": str(folder), "model": result.model})
+        json_line({**result.metrics, "queries": result.queries, "index": str(folder), "model": result.model, "mode": options.label()})
         return
-    click.echo(f"index: {folder} ({result.model}), {result.queries} judged queries")
+    click.echo(f"index: {folder} ({result.model}), {options.label()}, {result.queries} judged queries")
     click.echo(format_table(("metric", "value"), [(name, f"{value:.4f}") for name, value in result.metrics.items()]))
 
 

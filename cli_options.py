@@ -13,6 +13,7 @@ from common.corpus import FORMATS
 from embedder.backends import BACKENDS
 from embedder.training_methods import POOLINGS, SAMPLERS, defaults_help
 from errors import SimsearchError, UsageError
+from index.fusion import FUSIONS, MODES, RRF_K, SearchOptions
 from index.plan import GPU_MODES
 
 MODEL_HELP = "Model: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2, bundled, offline)."
@@ -237,3 +238,24 @@ class CorpusType(click.ParamType):
 
 
 CORPUS = CorpusType()
+
+
+def search_mode_options(func):
+    """--mode, --fusion, --rrf-k, --alpha, --candidates (index.fusion.SearchOptions), shared by `query` and `eval retrieval`."""
+    options = [
+        click.option("--mode", type=click.Choice(MODES), default="dense", show_default=True,
+                     help="dense: vectors; lexical: BM25 over the index's lexical index; hybrid: both, fused."),
+        click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True,
+                     help="How hybrid fuses: rrf (reciprocal rank) or weighted (min-max scaled scores, --alpha on the dense side)."),
+        click.option("--rrf-k", type=click.IntRange(min=1), default=RRF_K, show_default=True, help="The RRF constant: each side adds 1 / (rrf_k + rank)."),
+        click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="--fusion weighted: the dense side's weight (0 to 1)."),
+        click.option("--candidates", type=click.IntRange(min=1), default=None, help="hybrid: hits read from each side before fusing [default: max(50, k)]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def search_options(mode: str, fusion: str, rrf_k: int, alpha: float, candidates: int | None) -> SearchOptions:
+    """The parsed --mode/--fusion/--rrf-k/--alpha/--candidates as one SearchOptions."""
+    return SearchOptions(mode, fusion, rrf_k, alpha, candidates)

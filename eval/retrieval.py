@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytrec_eval
 
 from errors import DataError
+from index.fusion import SearchOptions
 from index.search import SearchIndex
 
 Run = dict[str, dict[str, float]]
@@ -45,14 +46,15 @@ def score_run(run: Run, qrels: Qrels, ks: Sequence[int] = (1, 5, 10, 100)) -> Re
 
 
 def evaluate_retrieval(
-    index: SearchIndex, queries: dict[str, str], qrels: Qrels, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64
+    index: SearchIndex, queries: dict[str, str], qrels: Qrels, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64,
+    options: SearchOptions = SearchOptions(),
 ) -> RetrievalResult:
-    """Search every judged query in `index` (depth max(ks, 100)) and score the ranking."""
+    """Search every judged query in `index` (depth max(ks, 100); dense, lexical or hybrid as `options` says) and score the ranking."""
     judged = [q for q in queries if q in qrels]
     if not judged:
         raise DataError("no query id of the queries file appears in the qrels")
     depth = max(*ks, 100)
-    found = index.search([queries[q] for q in judged], depth, batch_size)
+    found = index.search([queries[q] for q in judged], depth, batch_size, options=options)
     run = {q: {str(hit.id): hit.score for hit in hits} for q, hits in zip(judged, found)}
     result = score_run(run, qrels, ks)
     judged_docs = {d for q in judged for d in qrels[q]}

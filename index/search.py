@@ -12,7 +12,9 @@ import numpy as np
 from common.atomic import read_consistently
 from common.encoder import Encoder
 from errors import DataError, UsageError
+from index.fusion import SearchOptions, fuse, ranked
 from index.gpu import attach_searcher
+from index import lexical
 from index.integrity import check_sizes
 from index.manifest import Manifest
 from index.shards import ShardedVectors
@@ -33,16 +35,20 @@ def unknown_fields(where: Where | None, fields: Sequence[str], index: str) -> st
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: document id, cosine score, text and the document's metadata."""
+    """One search result: document id, score (cosine; BM25 or fused for lexical and hybrid searches), text and metadata.
+
+    `ranks` ({"dense_rank", "lexical_rank"}, None where a side did not return the document) is set by lexical and hybrid searches.
+    """
 
     id: int
     score: float
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    ranks: dict[str, int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """`{"id", "score", "text", ...metadata}`: the shape `simsearch query --json` prints."""
-        return {**self.metadata, "id": self.id, "score": self.score, "text": self.text}
+        """`{"id", "score", "text", ...metadata}` (+ `dense_rank`, `lexical_rank` when set): the shape `simsearch query --json` prints."""
+        return {**self.metadata, "id": self.id, "score": self.score, "text": self.text, **(self.ranks or {})}
 
 
 class SearchIndex:
@@ -94,9 +100,40 @@ class SearchIndex:
             for row_scores, row_ids in zip(scores.tolist(), ids.tolist())
         ]
 
-    def search(self, queries: Sequence[str], k: int = 10, batch_size: int = 64, where: Where | None = None) -> list[list[Hit]]:
-        """Top-k hits for each query text."""
-        return self.search_vectors(self.encoder.encode(queries, batch_size), k, where)
+    def search(
+        self, queries: Sequence[str], k: int = 10, batch_size: int = 64, where: Where | None = None, options: SearchOptions = SearchOptions()
+    ) -> list[list[Hit]]:
+        """Top-k hits for each query text: dense, lexical (BM25) or both fused, as `options` says."""
+        vectors = None if options.mode == "lexical" else self.encoder.encode(queries, batch_size)
+        return self.search_embedded(queries, vectors, k, where, options)
+
+    def search_embedded(
+        self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None = None, options: SearchOptions = SearchOptions()
+    ) -> list[list[Hit]]:
+        """`search` for query texts already embedded (`vectors`; unused by lexical search): the server's batches."""
+        if options.mode == "dense":
+            return self.search_vectors(vectors, k, where)
+        if k < 1:
+            raise UsageError(f"k must be at least 1, got {k}")
+        self.check_lexical()
+        depth = options.depth(k)
+        lexical_hits = [self.store.lexical_search(query, depth, where) for query in queries]
+        if options.mode == "lexical":
+            rankings = [ranked(found, "lexical") for found in lexical_hits]
+        else:
+            scores, ids = self.search_ids(vectors, depth, where)
+            dense = [[(i, s) for s, i in zip(row_s, row_i) if i >= 0] for row_s, row_i in zip(scores.tolist(), ids.tolist())]
+            rankings = [fuse(d, found, options, k) for d, found in zip(dense, lexical_hits)]
+        docs = self.store.get([f.id for ranking in rankings for f in ranking])
+        return [
+            [Hit(f.id, f.score, *docs[f.id], ranks={"dense_rank": f.dense_rank, "lexical_rank": f.lexical_rank}) for f in ranking if f.id in docs]
+            for ranking in rankings
+        ]
+
+    def check_lexical(self) -> None:
+        """Lexical and hybrid search need the lexical index: a folder from an older simsearch gets a one-line error naming the command that adds it."""
+        if not self.store.has_lexical:
+            raise UsageError(f"{self.path}: this index has no lexical index (built by an older simsearch); add one with `{lexical.ADD_COMMAND} {self.path}`")
 
 
 def fingerprint_scheme(fingerprint: str) -> str:

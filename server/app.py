@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from common.corpus import CorpusSpec
 from errors import SimsearchError
+from index.fusion import SearchOptions
 from index.search import unknown_fields
 from index.update import add_documents, remove_documents
 from server import models as m
@@ -106,6 +107,14 @@ class Service:
             raise ApiError(400, f"where: {problem}")
         return {name: str(value) for name, value in where.items()}
 
+    def search_options(self, body: m.SearchRequest, served: Served) -> SearchOptions:
+        """The request's mode, fusion and candidates; lexical and hybrid need the index's lexical index (400 naming the command that adds it)."""
+        if body.candidates is not None and body.candidates > self.config.max_k:
+            raise ApiError(400, f"candidates: {body.candidates} exceeds the limit of {self.config.max_k}", limit="max_k")
+        if body.mode != "dense" and not served.index.store.has_lexical:
+            raise ApiError(400, f"mode: index {served.name!r} has no lexical index (built by an older simsearch); add one with `simsearch index lexical DIR`")
+        return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates)
+
     def require_writes(self) -> None:
         if not self.config.writable:
             raise ApiError(403, "write endpoints are disabled: start the server with --api-key-file (or SIMSEARCH_API_KEY)")
@@ -114,7 +123,7 @@ class Service:
     async def search(self, served: Served, body: m.SearchRequest) -> dict:
         texts = self.check_texts(body.queries, "queries")
         self.check_k(body.k, served)
-        spec = SearchSpec(served.index, body.k, self.check_where(body.where, served))
+        spec = SearchSpec(served.index, body.k, self.check_where(body.where, served), self.search_options(body, served))
         hits = await self.batcher(served.encoder_key).search(texts, spec)
         return {"index": served.name, "results": [{"query": q, "hits": [h.to_json() for h in row]} for q, row in zip(texts, hits)]}
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.encoder import Encoder
+from index.fusion import SearchOptions
 from index.search import Hit, SearchIndex, Where
 from server.metrics import Metrics
 
@@ -53,10 +54,11 @@ class SearchSpec:
     index: SearchIndex
     k: int
     where: Where | None
+    options: SearchOptions = SearchOptions()
 
-    def group(self) -> tuple[int, int, tuple[tuple[str, str], ...]]:
-        """Requests with equal groups are answered by one FAISS call."""
-        return id(self.index), self.k, tuple(sorted((self.where or {}).items()))
+    def group(self) -> tuple[int, int, tuple[tuple[str, str], ...], SearchOptions]:
+        """Requests with equal groups are answered by one search call."""
+        return id(self.index), self.k, tuple(sorted((self.where or {}).items())), self.options
 
 
 @dataclass
@@ -215,7 +217,8 @@ class MicroBatcher:
                 groups.setdefault(job.search.group(), []).append(position)
         for positions in groups.values():
             spec = batch[positions[0]].search
-            hits = spec.index.search_vectors(np.concatenate([results[p] for p in positions]), spec.k, spec.where)
+            texts = [text for p in positions for text in batch[p].texts]
+            hits = spec.index.search_embedded(texts, np.concatenate([results[p] for p in positions]), spec.k, spec.where, spec.options)
             for p in positions:
                 results[p], hits = hits[: len(batch[p].texts)], hits[len(batch[p].texts) :]
         return results

@@ -38,6 +38,11 @@ class SearchRequest(Strict):
     queries: list[Text] = Field(min_length=1, description="Query texts; each gets its own hit list.")
     k: int = Field(10, ge=1, description="Hits per query (at most 1000 and at most the index size).")
     where: dict[Text, Annotated[str | int | float, BeforeValidator(utf8_encodable)]] | None = Field(None, description="Metadata filter: field → value, ANDed.")
+    mode: Literal["dense", "lexical", "hybrid"] = Field("dense", description="dense: vectors; lexical: BM25; hybrid: both, fused.")
+    fusion: Literal["rrf", "weighted"] = Field("rrf", description="hybrid: reciprocal rank, or min-max scaled scores weighted by alpha.")
+    rrf_k: int = Field(60, ge=1, description="The RRF constant: each side adds 1 / (rrf_k + rank).")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="fusion weighted: the dense side's weight.")
+    candidates: int | None = Field(None, ge=1, description="hybrid: hits read from each side before fusing (default max(50, k); at most the k limit).")
 
 
 class Hit(BaseModel):

@@ -23,6 +23,7 @@ from embedder.model_files import legacy_model_fingerprint
 from errors import UsageError
 from index.build import BuildConfig, build_index
 from index.integrity import Verified, verify_index
+from index.fusion import SearchOptions
 from index.manifest import Manifest
 from index.search import Hit, SearchIndex, Where, load_index, unknown_fields
 from index.update import add_documents, add_lexical_index, remove_documents
@@ -169,14 +170,15 @@ def read_queries(text: str | Sequence[str] | None, queries_file: PathLike | None
 def query(
     folder: PathLike, text: str | Sequence[str] | None = None, queries_file: PathLike | None = None, k: int = 10, where: Where | None = None,
     mmap: bool = False, gpu: str = "auto", batch_size: int = 64, model: str | None = None, backend: str | None = None,
+    options: SearchOptions = SearchOptions(),
 ) -> QueryResult:
-    """The k documents of an index most similar to each query text."""
+    """The k documents of an index most similar to each query text (dense, lexical or hybrid: `options`)."""
     texts = read_queries(text, queries_file)
     searcher = open_index(folder, model, mmap, gpu, backend)
     problem = unknown_fields(where, searcher.store.metadata_fields(), Path(folder).name) if where else None
     if problem:
         raise UsageError(f"--where: {problem}")
-    return QueryResult(texts, searcher.search(texts, k, batch_size, where=where), searcher.device)
+    return QueryResult(texts, searcher.search(texts, k, batch_size, where=where, options=options), searcher.device)
 
 
 def eval_sts(
@@ -201,6 +203,7 @@ def eval_sts(
 
 def eval_retrieval(
     folder: PathLike, queries: PathLike, qrels: PathLike, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64, backend: str | None = None,
+    options: SearchOptions = SearchOptions(),
 ):
     """Recall@k, MRR@10, nDCG@10, MAP@100 of an index on judged queries (trec_eval's measures; the index's backend unless told)."""
     from eval.retrieval import evaluate_retrieval
@@ -208,7 +211,7 @@ def eval_retrieval(
 
     if not ks or min(ks) < 1:
         raise UsageError("--k values must be at least 1")
-    return evaluate_retrieval(open_index(folder, backend=backend), load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size)
+    return evaluate_retrieval(open_index(folder, backend=backend), load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size, options)
 
 
 def eval_ann(

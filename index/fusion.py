@@ -1,0 +1,104 @@
+"""How a query retrieves: dense vectors, BM25 (the lexical index), or both fused by reciprocal rank or weighted scores.
+
+`SearchOptions` is the one typed object the CLI (`--mode`, `--fusion`, `--rrf-k`, `--alpha`,
+`--candidates`), the Python API (`simsearch.api.query(..., options=)`) and the server's
+`/search` body share. Fusion works on the two ranked lists of one query:
+
+- `rrf`: Σ 1 / (rrf_k + rank) over the lists a document is in (Cormack et al. 2009; k = 60 as
+  Elasticsearch, OpenSearch and Qdrant use);
+- `weighted`: alpha · dense' + (1 − alpha) · lexical', each side's scores min-max scaled to
+  0…1 over its own candidates (0 where a side did not return the document).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from errors import UsageError
+
+MODES = ("dense", "lexical", "hybrid")
+FUSIONS = ("rrf", "weighted")
+RRF_K = 60
+MIN_CANDIDATES = 50
+
+Ranking = Sequence[tuple[int, float]]  # (id, score), best first
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to retrieve; `candidates` (None: max(50, k)) is how deep each side is read before fusing."""
+
+    mode: str = "dense"
+    fusion: str = "rrf"
+    rrf_k: int = RRF_K
+    alpha: float = 0.5
+    candidates: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.fusion not in FUSIONS:
+            raise UsageError(f"fusion {self.fusion!r} is not one of {', '.join(FUSIONS)}")
+        if self.rrf_k < 1:
+            raise UsageError(f"rrf_k must be at least 1, got {self.rrf_k}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(f"alpha {self.alpha} is outside [0, 1] (the dense side's weight)")
+        if self.candidates is not None and self.candidates < 1:
+            raise UsageError(f"candidates must be at least 1, got {self.candidates}")
+
+    def depth(self, k: int) -> int:
+        """How many hits each side returns for top-k: k alone, or the candidates when two sides are fused."""
+        return max(self.candidates or MIN_CANDIDATES, k) if self.mode == "hybrid" else k
+
+    def label(self) -> str:
+        """dense, lexical, hybrid-rrf or hybrid-weighted-0.3: how a result was retrieved, for tables and records."""
+        if self.mode != "hybrid":
+            return self.mode
+        return "hybrid-rrf" if self.fusion == "rrf" else f"hybrid-weighted-{self.alpha:g}"
+
+
+@dataclass(frozen=True)
+class Fused:
+    """One document of a fused ranking: its fused score and its 1-based rank on each side (None where that side did not return it)."""
+
+    id: int
+    score: float
+    dense_rank: int | None
+    lexical_rank: int | None
+
+
+def reciprocal_rank(dense: Ranking, lexical: Ranking, rrf_k: int = RRF_K) -> dict[int, float]:
+    """{id: Σ 1 / (rrf_k + rank)} over the lists a document is in."""
+    fused: dict[int, float] = {}
+    for ranking in (dense, lexical):
+        for rank, (doc_id, _) in enumerate(ranking, start=1):
+            fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (rrf_k + rank)
+    return fused
+
+
+def weighted_scores(dense: Ranking, lexical: Ranking, alpha: float) -> dict[int, float]:
+    """{id: alpha · dense' + (1 − alpha) · lexical'}, each side min-max scaled over its own list (a lone or tied score scales to 1)."""
+    fused: dict[int, float] = {}
+    for ranking, weight in ((dense, alpha), (lexical, 1.0 - alpha)):
+        if not ranking:
+            continue
+        scores = [score for _, score in ranking]
+        low, span = min(scores), max(scores) - min(scores)
+        for doc_id, score in ranking:
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight * ((score - low) / span if span > 0 else 1.0)
+    return fused
+
+
+def fuse(dense: Ranking, lexical: Ranking, options: SearchOptions, k: int) -> list[Fused]:
+    """The top k of the two rankings fused as `options` says; ties broken by id, so a fusion is deterministic."""
+    scores = reciprocal_rank(dense, lexical, options.rrf_k) if options.fusion == "rrf" else weighted_scores(dense, lexical, options.alpha)
+    dense_rank = {doc_id: rank for rank, (doc_id, _) in enumerate(dense, start=1)}
+    lexical_rank = {doc_id: rank for rank, (doc_id, _) in enumerate(lexical, start=1)}
+    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [Fused(doc_id, score, dense_rank.get(doc_id), lexical_rank.get(doc_id)) for doc_id, score in best]
+
+
+def ranked(ranking: Ranking, side: str) -> list[Fused]:
+    """One side's ranking in the fused shape (its own score; the other side's rank None)."""
+    return [Fused(doc_id, score, rank if side == "dense" else None, rank if side == "lexical" else None) for rank, (doc_id, score) in enumerate(ranking, start=1)]
