@@ -314,14 +314,15 @@ def eval_ann(folder: Path, n_queries: int, query_file: Path | None, k: int, seed
 @evaluate.command("make-stsb-retrieval")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write corpus.jsonl, queries.tsv, qrels.tsv.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Folder with stsb-en/stsbenchmark.tsv.gz and sick/SICK_{train,trial}.txt.")
+              help="Folder with stsb-en/stsbenchmark.tsv.gz and sick/SICK_{train,trial}.txt (--lang en) or stsb-zh/STS-B.{train,valid,test}.data (--lang zh).")
 @click.option("--min-score", type=float, default=4.0, show_default=True, help="A test pair counts as relevant from this gold score on.")
+@click.option("--lang", type=click.Choice(("en", "zh")), default="en", show_default=True, help="en: STS-B and SICK; zh: Chinese STS-B.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def eval_make_stsb_retrieval(output: Path, data_dir: Path, min_score: float, overwrite: bool) -> None:
-    """Write a retrieval benchmark from STS-B and SICK: all distinct sentences as corpus, STS-B test pairs ≥ 4.0 as queries/qrels."""
+def eval_make_stsb_retrieval(output: Path, data_dir: Path, min_score: float, lang: str, overwrite: bool) -> None:
+    """Write a retrieval benchmark from STS data: all distinct sentences as corpus, test pairs ≥ 4.0 as queries/qrels (English or Chinese)."""
     from simsearch.api import make_stsb_retrieval
 
-    data = make_stsb_retrieval(output, data_dir, min_score, overwrite)
+    data = make_stsb_retrieval(output, data_dir, min_score, overwrite, lang)
     judged = sum(len(docs) for docs in data.qrels.values())
     click.echo(f"wrote {output}: {len(data.corpus)} documents, {len(data.queries)} queries, {judged} judgements", err=True)
 

@@ -1,7 +1,8 @@
 """Build a retrieval benchmark from the shared STS data: corpus, queries and qrels.
 
-Corpus: every distinct STS-B (all splits) and SICK (train + trial) sentence.
-Queries: distinct STS-B test sentence1 of pairs scored ≥ 4.0; relevant: their sentence2.
+English (`en`): corpus = every distinct STS-B (all splits) and SICK (train + trial) sentence.
+Chinese (`zh`): corpus = every distinct Chinese STS-B sentence (train, valid, test).
+Queries: distinct test sentence1 of pairs scored ≥ 4.0; relevant: their sentence2.
 A query's own text is left out of the corpus (it would trivially rank first),
 unless it is itself relevant to some query.
 """
@@ -12,11 +13,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.sts_data import load_sts
+from common.sts_data import StsData, load_sts
 from common.atomic import atomic_folder
 
 STSB = Path("stsb-en/stsbenchmark.tsv.gz")
 SICK = (Path("sick/SICK_train.txt"), Path("sick/SICK_trial.txt"))
+STSB_ZH = {split: Path(f"stsb-zh/STS-B.{split}.data") for split in ("train", "valid", "test")}
+LANGUAGES = ("en", "zh")
 MIN_SCORE = 4.0
 
 
@@ -29,14 +32,19 @@ class RetrievalSet:
     qrels: dict[str, set[int]]
 
 
-def build_stsb_retrieval(data_dir: Path, min_score: float = MIN_SCORE) -> RetrievalSet:
-    """Assemble the benchmark from STS-B and SICK files under `data_dir`."""
-    splits = {split: load_sts(data_dir / STSB, split) for split in ("train", "dev", "test")}
-    sentences: list[str] = []
-    for data in [*splits.values(), *(load_sts(data_dir / path, None) for path in SICK)]:
-        sentences += data.sentences1 + data.sentences2
+def build_stsb_retrieval(data_dir: Path, min_score: float = MIN_SCORE, lang: str = "en") -> RetrievalSet:
+    """Assemble the benchmark from the STS files under `data_dir`: English STS-B and SICK (`en`) or Chinese STS-B (`zh`)."""
+    if lang == "zh":
+        sets = {split: load_sts(data_dir / path, None) for split, path in STSB_ZH.items()}
+    else:
+        sets = {split: load_sts(data_dir / STSB, split) for split in ("train", "dev", "test")}
+        sets |= {str(path): load_sts(data_dir / path, None) for path in SICK}
+    return retrieval_set([s for data in sets.values() for s in data.sentences1 + data.sentences2], sets["test"], min_score)
+
+
+def retrieval_set(sentences: list[str], test: StsData, min_score: float) -> RetrievalSet:
+    """Every distinct sentence as a document; each test sentence1 of a pair scored ≥ min_score as a query, its sentence2 relevant."""
     relevant: dict[str, list[str]] = {}
-    test = splits["test"]
     for s1, s2, score in zip(test.sentences1, test.sentences2, test.scores):
         if score >= min_score and s1 != s2:
             relevant.setdefault(s1, []).append(s2)

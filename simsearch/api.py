@@ -253,12 +253,12 @@ def bench_encode(
         return run_bench(texts[:limit], config, pairs, log)
 
 
-def make_stsb_retrieval(output: PathLike, data_dir: PathLike, min_score: float = 4.0, overwrite: bool = False):
-    """Write the STS-B/SICK retrieval set (corpus.jsonl, queries.tsv, qrels.tsv) from the data folder `data_dir`."""
+def make_stsb_retrieval(output: PathLike, data_dir: PathLike, min_score: float = 4.0, overwrite: bool = False, lang: str = "en"):
+    """Write the STS-B/SICK (`en`) or Chinese STS-B (`zh`) retrieval set (corpus.jsonl, queries.tsv, qrels.tsv) from `data_dir`."""
     from eval.stsb_retrieval import build_stsb_retrieval, write_retrieval_set
 
     check_target(Path(output), overwrite)
-    data = build_stsb_retrieval(Path(data_dir), min_score)
+    data = build_stsb_retrieval(Path(data_dir), min_score, lang)
     write_retrieval_set(data, Path(output), overwrite)
     return data
 

@@ -98,3 +98,16 @@ def test_stsb_retrieval_set_is_built_from_the_shared_data(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(load_queries(tmp_path / "r" / "queries.tsv")) == len(data.queries)
     assert sum(map(len, load_qrels(tmp_path / "r" / "qrels.tsv").values())) == sum(map(len, data.qrels.values()))
+
+
+def test_chinese_stsb_retrieval_set_follows_the_same_recipe(tmp_path):
+    require(DATA / "stsb-zh" / "STS-B.test.data")
+    data = build_stsb_retrieval(DATA, lang="zh")
+    assert len(data.corpus) > 10_000 and len(data.queries) > 100
+    assert len(set(data.corpus.values())) == len(data.corpus) and all("\u4e00" <= c <= "\u9fff" for c in data.queries["q1"][:2])
+    assert all(docs and all(d in data.corpus for d in docs) for docs in data.qrels.values())
+    relevant_texts = {data.corpus[d] for docs in data.qrels.values() for d in docs}
+    assert all(text not in set(data.corpus.values()) or text in relevant_texts for text in data.queries.values())
+    result = CliRunner().invoke(main, ["eval", "make-stsb-retrieval", "-o", str(tmp_path / "zh"), "--data-dir", str(DATA), "--lang", "zh"])
+    assert result.exit_code == 0, result.output
+    assert f"{len(data.corpus)} documents, {len(data.queries)} queries" in result.stderr
