@@ -25,6 +25,13 @@ DESCRIPTION: dict[str, Any] = {
     "engine": "sqlite-fts5", "table": TABLE, "tokenize": TOKENIZE, "cjk": "unigrams+bigrams", "ranking": "bm25", "version": VERSION,
 }
 ADD_COMMAND = "simsearch index lexical"  # gives an older index folder (no lexical table) its lexical index
+
+
+def missing(folder: object) -> str:
+    """The one message for lexical search on a folder that has no lexical index, naming the command that adds it."""
+    return f"has no lexical index (built by an older simsearch); add one with `{ADD_COMMAND} {folder}`"
+
+
 CREATE_SQL = f"CREATE VIRTUAL TABLE {TABLE} USING fts5(text, content='', tokenize='{TOKENIZE}')"
 
 # Han (with extension A and compatibility ideographs), kana and Hangul: scripts written without spaces between words.

@@ -133,7 +133,7 @@ class SearchIndex:
     def check_lexical(self) -> None:
         """Lexical and hybrid search need the lexical index: a folder from an older simsearch gets a one-line error naming the command that adds it."""
         if not self.store.has_lexical:
-            raise UsageError(f"{self.path}: this index has no lexical index (built by an older simsearch); add one with `{lexical.ADD_COMMAND} {self.path}`")
+            raise UsageError(f"{self.path}: this index {lexical.missing(self.path)}")
 
 
 def fingerprint_scheme(fingerprint: str) -> str:

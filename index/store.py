@@ -121,7 +121,7 @@ class DocStore:
         """The k best (id, BM25 score) for `query` among documents matching `where` (higher is better; FTS5's bm25() is negated)."""
         if not self.has_lexical:
             folder = self.path.parent if self.path else "the index"
-            raise UsageError(f"{folder}: this index has no lexical index (built by an older simsearch); add one with `{lexical.ADD_COMMAND} DIR`")
+            raise UsageError(f"{folder}: this index {lexical.missing('DIR')}")
         expression = lexical.match_expression(query)
         if not expression:
             return []

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from common.corpus import CorpusSpec
 from errors import SimsearchError
+from index import lexical
 from index.fusion import SearchOptions
 from index.search import unknown_fields
 from index.update import add_documents, remove_documents
@@ -112,7 +113,7 @@ class Service:
         if body.candidates is not None and body.candidates > self.config.max_k:
             raise ApiError(400, f"candidates: {body.candidates} exceeds the limit of {self.config.max_k}", limit="max_k")
         if body.mode != "dense" and not served.index.store.has_lexical:
-            raise ApiError(400, f"mode: index {served.name!r} has no lexical index (built by an older simsearch); add one with `simsearch index lexical DIR`")
+            raise ApiError(400, f"mode: index {served.name!r} {lexical.missing('DIR')}")
         return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates)
 
     def require_writes(self) -> None:
