@@ -10,12 +10,20 @@ overlapping character pairs (the CJK bigram scheme of Lucene's CJKAnalyzer, plus
 unigrams so that one-character queries match). English words go through FTS5's
 porter stemmer. Queries are rewritten the same way, and every term is ORed:
 bm25() then ranks documents by the terms they share.
+
+Scoring is what costs (≈1.3 µs a matching document; an OR of "the", "a" and
+"is" matches most of a corpus), so a query whose terms have many postings is
+split as Lucene's CommonTermsQuery does: documents must hold one of its rare
+terms (in at most 2 % of documents), and are scored by all its terms. Every
+such document gets its exact BM25 score; only documents holding nothing but
+common terms are left out.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 TABLE = "lexical"
@@ -49,7 +57,26 @@ def lexical_text(text: str) -> str:
     return _CJK_RUN.sub(lambda run: f" {_grams(run.group())} ", unicodedata.normalize("NFKC", text))
 
 
-def match_expression(query: str) -> str:
-    """An FTS5 MATCH expression ORing the query's distinct terms, each quoted (no user text is read as FTS5 syntax); '' for none."""
-    terms = dict.fromkeys(term.lower() for term in _TERM.findall(lexical_text(query)))
+COMMON_SHARE = 0.02  # a term in more than this share of the documents is common
+EXACT_POSTINGS = 5_000  # a query whose terms have at most this many postings in all is scored whole
+
+
+def query_terms(query: str) -> list[str]:
+    """The query's distinct terms as FTS5 will see them (before stemming), in order."""
+    return list(dict.fromkeys(term.lower() for term in _TERM.findall(lexical_text(query))))
+
+
+def any_of(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression ORing `terms`, each quoted, so no user text is read as FTS5 syntax."""
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def match_expressions(terms: Sequence[str], doc_freq: dict[str, int], documents: int) -> list[str]:
+    """The MATCH expressions whose hits, merged by score, are the query's ranking: the whole OR when that is cheap,
+    else (rare AND common) and (rare NOT common), two disjoint sets scored by every term."""
+    cutoff = COMMON_SHARE * documents
+    rare = [term for term in terms if doc_freq[term] <= cutoff]
+    common = [term for term in terms if doc_freq[term] > cutoff]
+    if sum(doc_freq.values()) <= EXACT_POSTINGS or not rare or not common:
+        return [any_of(terms)]
+    return [f"({any_of(rare)}) AND ({any_of(common)})", f"({any_of(rare)}) NOT ({any_of(common)})"]

@@ -15,6 +15,7 @@ from errors import DataError, SimsearchError, UsageError, WriteFailed
 from index import lexical
 
 STORE_NAME = "docs.sqlite"
+FREQ_CACHE = 100_000  # terms whose document frequency a store remembers
 
 
 def json_path(field: str) -> str:
@@ -35,6 +36,8 @@ class DocStore:
         self.path = path
         found = connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.TABLE,)).fetchone()
         self.has_lexical = found is not None  # False in a store written before the lexical index existed
+        self._freq: dict[str, int] = {}  # term → documents holding it (lexical_search's cache; cleared by every write)
+        self._documents: int | None = None
 
     @classmethod
     def create(cls, path: Path) -> DocStore:
@@ -98,14 +101,21 @@ class DocStore:
     def _index(self, rows: Iterable[tuple[int, str]]) -> None:
         """Add (id, text) rows to the lexical index (inside the caller's transaction)."""
         if self.has_lexical:
+            self._forget_frequencies()
             rows = ((doc_id, lexical.lexical_text(text)) for doc_id, text in rows)
             self._db.executemany(f"INSERT INTO {lexical.TABLE} (rowid, text) VALUES (?, ?)", rows)
 
     def _unindex(self, ids: Sequence[int]) -> None:
         """Take the stored texts of `ids` out of the lexical index (a contentless FTS5 table is told the terms it indexed)."""
         if self.has_lexical:
-            old = ((doc_id, lexical.lexical_text(text)) for doc_id, (text, _) in self.get(ids).items())
+            self._forget_frequencies()
+            old = [(doc_id, lexical.lexical_text(self._text(doc_id, text))) for doc_id, text in self._rows(ids, "text")]
             self._db.executemany(f"INSERT INTO {lexical.TABLE} ({lexical.TABLE}, rowid, text) VALUES ('delete', ?, ?)", old)
+
+    def _forget_frequencies(self) -> None:
+        """Drop what lexical_search remembered of the lexical index, which is about to change."""
+        self._freq.clear()
+        self._documents = None
 
     def build_lexical(self) -> None:
         """Create the lexical index of a store that has none (an older index), from every stored text."""
@@ -118,18 +128,42 @@ class DocStore:
                 self._index(zip(ids, texts))
 
     def lexical_search(self, query: str, k: int, where: dict[str, str] | None = None) -> list[tuple[int, float]]:
-        """The k best (id, BM25 score) for `query` among documents matching `where` (higher is better; FTS5's bm25() is negated)."""
+        """The k best (id, BM25 score) for `query` among documents matching `where` (higher is better; FTS5's rank is negated).
+
+        Ties are broken by id, so a ranking is the same whichever expressions (index.lexical) it took.
+        """
         if not self.has_lexical:
             folder = self.path.parent if self.path else "the index"
             raise UsageError(f"{folder}: this index {lexical.missing('DIR')}")
-        expression = lexical.match_expression(query)
-        if not expression:
+        terms = lexical.query_terms(query)
+        if not terms:
             return []
         condition, args = self._where_sql(where)
-        sql = f"SELECT rowid, -bm25({lexical.TABLE}) FROM {lexical.TABLE} WHERE {lexical.TABLE} MATCH ?"
+        sql = f"SELECT rowid, -rank FROM {lexical.TABLE} WHERE {lexical.TABLE} MATCH ?"
         if condition:
             sql += f" AND rowid IN (SELECT id FROM docs WHERE {condition})"
-        return [(int(i), float(s)) for i, s in self._db.execute(sql + " ORDER BY rank LIMIT ?", (expression, *args, k))]
+        found = [
+            (int(i), float(s))
+            for expression in lexical.match_expressions(terms, self._doc_freq(terms), self._lexical_documents())
+            for i, s in self._db.execute(sql + " ORDER BY rank LIMIT ?", (expression, *args, k))
+        ]
+        return sorted(found, key=lambda hit: (-hit[1], hit[0]))[:k]
+
+    def _doc_freq(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many documents hold each term (FTS5 stems it as it does in a query), remembered until the store changes."""
+        for term in terms:
+            if term not in self._freq:
+                if len(self._freq) >= FREQ_CACHE:
+                    self._freq.clear()
+                query = f"SELECT COUNT(*) FROM {lexical.TABLE} WHERE {lexical.TABLE} MATCH ?"
+                self._freq[term] = int(self._db.execute(query, (lexical.any_of([term]),)).fetchone()[0])
+        return {term: self._freq[term] for term in terms}
+
+    def _lexical_documents(self) -> int:
+        """Documents in the lexical index, remembered until the store changes."""
+        if self._documents is None:
+            self._documents = self.lexical_count()
+        return self._documents
 
     def lexical_count(self) -> int:
         """Documents in the lexical index (0 when there is none)."""
@@ -162,14 +196,14 @@ class DocStore:
 
     def get(self, ids: Sequence[int]) -> dict[int, tuple[str, dict[str, Any]]]:
         """Text and metadata for each id that exists."""
-        found: dict[int, tuple[str, dict[str, Any]]] = {}
+        return {doc_id: (self._text(doc_id, text), self._metadata(doc_id, meta)) for doc_id, text, meta in self._rows(ids, "text, metadata")}
+
+    def _rows(self, ids: Sequence[int], columns: str) -> Iterator[tuple[Any, ...]]:
+        """(id, *columns) of each distinct id that exists, 500 ids a query (under SQLite's bound-parameter limit)."""
         unique = list(dict.fromkeys(int(i) for i in ids))
-        for start in range(0, len(unique), 500):  # stay under SQLite's bound-parameter limit
+        for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for doc_id, text, meta in self._db.execute(f"SELECT id, text, metadata FROM docs WHERE id IN ({marks})", chunk):
-                found[doc_id] = (self._text(doc_id, text), self._metadata(doc_id, meta))
-        return found
+            yield from self._db.execute(f"SELECT id, {columns} FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
     def _text(self, doc_id: int, text: Any) -> str:
         if not isinstance(text, str):

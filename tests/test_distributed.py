@@ -82,7 +82,8 @@ def test_ray_flat_build_equals_local(corpus, tiny_model_dir, local_flat, tmp_pat
     manifest = api.build(corpus, out, BuildConfig(chunk_size=64), model=str(tiny_model_dir), ray_options=TWO_WORKERS)
     assert documents(out) == documents(local_flat)
     assert len(documents(out)) == manifest.document_count == 300
-    assert manifest.engine["name"] == "ray" and manifest.engine["workers"] == manifest.engine["actors_seen"] == 2 and manifest.engine["docs_per_second"] > 0
+    # Ray may hand all five batches to the actor that started first, so one or both are seen.
+    assert manifest.engine["name"] == "ray" and manifest.engine["workers"] == 2 and manifest.engine["actors_seen"] in (1, 2) and manifest.engine["docs_per_second"] > 0
     _, local_scores, local_ids = search_all(local_flat, str(tiny_model_dir))
     _, ray_scores, ray_ids = search_all(out, str(tiny_model_dir))
     np.testing.assert_array_equal(ray_ids, local_ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -87,6 +88,29 @@ def test_a_two_character_chinese_query_finds_its_document(tmp_path, tiny_model_d
             assert lexical_ids(tmp_path / "idx", word, k=1) == [owner], word
             checked += 1
     assert checked == 20
+
+
+def test_a_query_of_common_and_rare_terms_is_split_yet_ranks_as_one_bm25_query(tmp_path):
+    """3,000 notes: "the report of item N says COLOR ANIMAL". The query's rare animals (a few notes each) bound what is
+    scored; its common words (every note, or one in ten) still count in each score, as one whole OR query scores them."""
+    rng = random.Random(0)
+    colors, animals = [f"color{c}" for c in range(10)], [f"animal{a}" for a in range(500)]
+    texts = {i: f"the report of item {i} says {rng.choice(colors)} {rng.choice(animals)}" for i in range(1, 3001)}
+    store = DocStore.create(tmp_path / STORE_NAME)
+    store.add(Document(i, text) for i, text in texts.items())
+    query = "the report on color3 and animal7 or animal8"
+    terms = lexical.query_terms(query)
+    freq = {t: sum(t in text.split() for text in texts.values()) for t in terms}
+    assert len(lexical.match_expressions(terms, freq, len(texts))) == 2  # the split is taken
+    holders = sum(freq[t] for t in ("animal7", "animal8"))
+    whole = f"SELECT rowid, -rank FROM {lexical.TABLE} WHERE {lexical.TABLE} MATCH ? ORDER BY rank, rowid LIMIT ?"
+    with sqlite3.connect(tmp_path / STORE_NAME) as db:  # the same ranking from one whole OR query
+        exact = [(int(i), float(s)) for i, s in db.execute(whole, (lexical.any_of(terms), holders))]
+    found = store.lexical_search(query, holders)
+    assert [i for i, _ in found] == [i for i, _ in exact] and [s for _, s in found] == pytest.approx([s for _, s in exact], rel=1e-9)
+    assert {i for i, _ in found} == {i for i, text in texts.items() if {"animal7", "animal8"} & set(text.split())}
+    assert len(store.lexical_search(query, holders + 10)) == holders  # notes holding only common words are left out
+    store.close()
 
 
 def test_add_upsert_remove_keep_the_lexical_side_in_step(order_index, tmp_path):
