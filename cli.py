@@ -194,13 +194,15 @@ def index_info(folder: Path, as_json: bool) -> None:
 @search_mode_options
 def query(
     folder: Path, text: str | None, queries: Path | None, k: int, as_json: bool, batch_size: int, where: tuple[str, ...], mmap: bool,
-    model: str | None, backend: str | None, gpu: str, mode: str, fusion: str, rrf_k: int, alpha: float, candidates: int | None,
+    model: str | None, backend: str | None, gpu: str, mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None,
 ) -> None:
     """Find the K documents of index DIR most similar to TEXT (or to each line of --queries).
 
-    --mode lexical ranks by BM25 over the index's lexical index; --mode hybrid fuses both
-    rankings, and --json hits then carry dense_rank and lexical_rank (null where that side
-    did not return the document).
+    By default (--mode auto) both rankings are fused: the vectors' and BM25's over the
+    index's lexical index, weighted as suits the index's language (dense alone on an index
+    without a lexical index). --mode dense, lexical or hybrid choose; the --json hits of
+    lexical and hybrid searches carry dense_rank and lexical_rank (null where that side did
+    not return the document). Scores are cosines (dense), BM25 (lexical) or fused.
     """
     from simsearch.api import query as run_query
 
@@ -268,7 +270,7 @@ def eval_sts(
 @search_mode_options
 def eval_retrieval(
     folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int, backend: str | None,
-    mode: str, fusion: str, rrf_k: int, alpha: float, candidates: int | None,
+    mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None,
 ) -> None:
     """Recall@k, MRR@10, nDCG@10 and MAP@100 of index DIR on judged queries (computed by trec_eval)."""
     from eval.tables import format_table
@@ -283,9 +285,9 @@ def eval_retrieval(
     if result.unknown_docs:
         click.echo(f"warning: {result.unknown_docs} judged document id(s) of {qrels} are not in {folder} (they count as misses)", err=True)
     if as_json:
-        json_line({**result.metrics, "queries": result.queries, "index": str(folder), "model": result.model, "mode": options.label()})
+        json_line({**result.metrics, "queries": result.queries, "index": str(folder), "model": result.model, "mode": result.mode})
         return
-    click.echo(f"index: {folder} ({result.model}), {options.label()}, {result.queries} judged queries")
+    click.echo(f"index: {folder} ({result.model}), {result.mode}, {result.queries} judged queries")
     click.echo(format_table(("metric", "value"), [(name, f"{value:.4f}") for name, value in result.metrics.items()]))
 
 

@@ -243,12 +243,16 @@ CORPUS = CorpusType()
 def search_mode_options(func):
     """--mode, --fusion, --rrf-k, --alpha, --candidates (index.fusion.SearchOptions), shared by `query` and `eval retrieval`."""
     options = [
-        click.option("--mode", type=click.Choice(MODES), default="dense", show_default=True,
-                     help="dense: vectors; lexical: BM25 over the index's lexical index; hybrid: both, fused."),
-        click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True,
-                     help="How hybrid fuses: rrf (reciprocal rank) or weighted (min-max scaled scores, --alpha on the dense side)."),
+        click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
+                     help="dense: vectors; lexical: BM25 over the index's lexical index; hybrid: both, fused; "
+                          "auto: hybrid with weighted fusion at the index's alpha (0.7 for text without CJK, down to 0.3 for Chinese), "
+                          "or dense on an index without a lexical index."),
+        click.option("--fusion", type=click.Choice(FUSIONS), default=None,
+                     help="How hybrid fuses: rrf (reciprocal rank) or weighted (min-max scaled scores, --alpha on the dense side). "
+                          "[default: rrf; weighted under --mode auto]"),
         click.option("--rrf-k", type=click.IntRange(min=1), default=RRF_K, show_default=True, help="The RRF constant: each side adds 1 / (rrf_k + rank)."),
-        click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="--fusion weighted: the dense side's weight (0 to 1)."),
+        click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=None,
+                     help="--fusion weighted: the dense side's weight (0 to 1). [default: the index's, from the CJK share of its texts]"),
         click.option("--candidates", type=click.IntRange(min=1), default=None, help="hybrid: hits read from each side before fusing [default: max(50, k)]."),
     ]
     for option in reversed(options):
@@ -256,6 +260,6 @@ def search_mode_options(func):
     return func
 
 
-def search_options(mode: str, fusion: str, rrf_k: int, alpha: float, candidates: int | None) -> SearchOptions:
+def search_options(mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None) -> SearchOptions:
     """The parsed --mode/--fusion/--rrf-k/--alpha/--candidates as one SearchOptions."""
     return SearchOptions(mode, fusion, rrf_k, alpha, candidates)

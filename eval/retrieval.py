@@ -23,6 +23,7 @@ class RetrievalResult:
     queries: int
     model: str = ""  # the index's model, for the record
     unknown_docs: int = 0  # judged document ids that are not in the index (they can only count as misses)
+    mode: str = "dense"  # how it retrieved: SearchOptions.label() as resolved for the index
 
 
 def _top(run: Run, depth: int) -> Run:
@@ -49,7 +50,8 @@ def evaluate_retrieval(
     index: SearchIndex, queries: dict[str, str], qrels: Qrels, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64,
     options: SearchOptions = SearchOptions(),
 ) -> RetrievalResult:
-    """Search every judged query in `index` (depth max(ks, 100); dense, lexical or hybrid as `options` says) and score the ranking."""
+    """Search every judged query in `index` (depth max(ks, 100); auto, dense, lexical or hybrid as `options` says) and score the ranking."""
+    options = index.resolve(options)
     judged = [q for q in queries if q in qrels]
     if not judged:
         raise DataError("no query id of the queries file appears in the qrels")
@@ -60,4 +62,4 @@ def evaluate_retrieval(
     judged_docs = {d for q in judged for d in qrels[q]}
     numeric = [int(d) for d in judged_docs if d.isdigit() and int(d) < 2**63]
     unknown = len(judged_docs) - len(index.store.existing(numeric))
-    return RetrievalResult(result.metrics, result.queries, index.manifest.model, unknown)
+    return RetrievalResult(result.metrics, result.queries, index.manifest.model, unknown, options.label())

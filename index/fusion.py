@@ -8,44 +8,67 @@
   Elasticsearch, OpenSearch and Qdrant use);
 - `weighted`: alpha · dense' + (1 − alpha) · lexical', each side's scores min-max scaled to
   0…1 over its own candidates (0 where a side did not return the document).
+
+The default mode, `auto`, is hybrid with weighted fusion at the index's own alpha where the
+index has a lexical side, else dense. Which alpha serves an index depends on how well its
+model reads its language: on the English STS-B set (the English default model) dense is the
+stronger side and alpha 0.7 was best; on the Chinese set (the same model, weak on Chinese)
+BM25 over CJK bigrams is, and 0.3 was best (docs/benchmarks.md). So an index's alpha is
+interpolated between the two by the share of CJK characters in its texts (`auto_alpha`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from errors import UsageError
 
-MODES = ("dense", "lexical", "hybrid")
+MODES = ("auto", "dense", "lexical", "hybrid")
 FUSIONS = ("rrf", "weighted")
 RRF_K = 60
 MIN_CANDIDATES = 50
+ALPHA_NO_CJK, ALPHA_ALL_CJK = 0.7, 0.3  # the best weighted alpha measured on the English and the Chinese STS-B sets
+
+
+def auto_alpha(cjk_share: float) -> float:
+    """The dense side's weight for an index whose texts are `cjk_share` CJK characters: between the two measured bests."""
+    return round(ALPHA_NO_CJK + (ALPHA_ALL_CJK - ALPHA_NO_CJK) * min(max(cjk_share, 0.0), 1.0), 2)
 
 Ranking = Sequence[tuple[int, float]]  # (id, score), best first
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How to retrieve; `candidates` (None: max(50, k)) is how deep each side is read before fusing."""
+    """How to retrieve. None means the index's choice: `fusion` rrf (weighted under auto), `alpha` the index's
+    `auto_alpha`, `candidates` max(50, k), how deep each side is read before fusing."""
 
-    mode: str = "dense"
-    fusion: str = "rrf"
+    mode: str = "auto"
+    fusion: str | None = None
     rrf_k: int = RRF_K
-    alpha: float = 0.5
+    alpha: float | None = None
     candidates: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.fusion not in FUSIONS:
+        if self.fusion is not None and self.fusion not in FUSIONS:
             raise UsageError(f"fusion {self.fusion!r} is not one of {', '.join(FUSIONS)}")
         if self.rrf_k < 1:
             raise UsageError(f"rrf_k must be at least 1, got {self.rrf_k}")
-        if not 0.0 <= self.alpha <= 1.0:
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise UsageError(f"alpha {self.alpha} is outside [0, 1] (the dense side's weight)")
         if self.candidates is not None and self.candidates < 1:
             raise UsageError(f"candidates must be at least 1, got {self.candidates}")
+
+    def resolved(self, has_lexical: bool, index_alpha: Callable[[], float]) -> SearchOptions:
+        """These options made concrete for one index: auto becomes hybrid (weighted unless told) or, without a lexical side, dense; a missing alpha the index's."""
+        mode, fusion = self.mode, self.fusion
+        if mode == "auto":
+            mode, fusion = ("hybrid", fusion or "weighted") if has_lexical else ("dense", fusion)
+        fusion = fusion or "rrf"
+        alpha = self.alpha if self.alpha is not None or mode != "hybrid" or fusion != "weighted" else index_alpha()
+        return replace(self, mode=mode, fusion=fusion, alpha=alpha)
 
     def depth(self, k: int) -> int:
         """How many hits each side returns for top-k: k alone, or the candidates when two sides are fused."""
@@ -55,7 +78,7 @@ class SearchOptions:
         """dense, lexical, hybrid-rrf or hybrid-weighted-0.3: how a result was retrieved, for tables and records."""
         if self.mode != "hybrid":
             return self.mode
-        return "hybrid-rrf" if self.fusion == "rrf" else f"hybrid-weighted-{self.alpha:g}"
+        return f"hybrid-weighted-{self.alpha:g}" if self.fusion == "weighted" else "hybrid-rrf"
 
 
 @dataclass(frozen=True)
@@ -92,7 +115,11 @@ def weighted_scores(dense: Ranking, lexical: Ranking, alpha: float) -> dict[int,
 
 def fuse(dense: Ranking, lexical: Ranking, options: SearchOptions, k: int) -> list[Fused]:
     """The top k of the two rankings fused as `options` says; ties broken by id, so a fusion is deterministic."""
-    scores = reciprocal_rank(dense, lexical, options.rrf_k) if options.fusion == "rrf" else weighted_scores(dense, lexical, options.alpha)
+    if options.fusion == "weighted":
+        assert options.alpha is not None, "fuse takes options resolved for an index (SearchOptions.resolved)"
+        scores = weighted_scores(dense, lexical, options.alpha)
+    else:
+        scores = reciprocal_rank(dense, lexical, options.rrf_k)
     dense_rank = {doc_id: rank for rank, (doc_id, _) in enumerate(dense, start=1)}
     lexical_rank = {doc_id: rank for rank, (doc_id, _) in enumerate(lexical, start=1)}
     best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]

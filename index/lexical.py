@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 TABLE = "lexical"
@@ -55,6 +55,15 @@ def _grams(run: str) -> str:
 def lexical_text(text: str) -> str:
     """What FTS5 indexes for a document: NFKC-normalised text (full-width forms folded) with CJK runs split into grams."""
     return _CJK_RUN.sub(lambda run: f" {_grams(run.group())} ", unicodedata.normalize("NFKC", text))
+
+
+def cjk_share(texts: Iterable[str]) -> float:
+    """The share of CJK characters among the word characters of `texts` (0 for none): how much of a corpus BM25 reads as bigrams."""
+    cjk = words = 0
+    for text in texts:
+        cjk += sum(map(len, _CJK_RUN.findall(text)))
+        words += sum(map(len, _TERM.findall(text)))
+    return cjk / words if words else 0.0
 
 
 COMMON_SHARE = 0.02  # a term in more than this share of the documents is common

@@ -12,7 +12,7 @@ import numpy as np
 from common.atomic import read_consistently
 from common.encoder import Encoder
 from errors import DataError, UsageError
-from index.fusion import SearchOptions, fuse, ranked
+from index.fusion import SearchOptions, auto_alpha, fuse, ranked
 from index.gpu import attach_searcher
 from index import lexical
 from index.integrity import check_sizes
@@ -23,6 +23,7 @@ from index.vectors import VECTORS_NAME, VectorIndex
 
 # Metadata filter: field → required value (several are ANDed).
 Where = dict[str, str]
+ALPHA_SAMPLE = 1_000  # the first documents whose CJK share sets an index's auto alpha
 
 
 def unknown_fields(where: Where | None, fields: Sequence[str], index: str) -> str | None:
@@ -63,6 +64,7 @@ class SearchIndex:
         self.store = store
         self.device = device  # where unfiltered searches run, in words
         self._encoder = encoder
+        self._alpha: float | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -70,6 +72,17 @@ class SearchIndex:
         if self._encoder is None:
             raise UsageError(f"{self.path}: loaded without an encoder; pass encoder= to load_index (or search with vectors)")
         return self._encoder
+
+    def resolve(self, options: SearchOptions) -> SearchOptions:
+        """`options` made concrete for this index: auto is hybrid at this index's alpha, or dense where it has no lexical side."""
+        return options.resolved(self.store.has_lexical, self.auto_alpha)
+
+    def auto_alpha(self) -> float:
+        """The dense side's weight that auto gives this index, from the CJK share of its first 1,000 texts (read once)."""
+        if self._alpha is None:
+            _, texts = next(self.store.iter_texts(ALPHA_SAMPLE), ([], []))
+            self._alpha = auto_alpha(lexical.cjk_share(texts))
+        return self._alpha
 
     def allowed_ids(self, where: Where | None) -> np.ndarray | None:
         """Ids whose metadata matches every field=value of `where` (None: no filter)."""
@@ -103,7 +116,8 @@ class SearchIndex:
     def search(
         self, queries: Sequence[str], k: int = 10, batch_size: int = 64, where: Where | None = None, options: SearchOptions = SearchOptions()
     ) -> list[list[Hit]]:
-        """Top-k hits for each query text: dense, lexical (BM25) or both fused, as `options` says."""
+        """Top-k hits for each query text: dense, lexical (BM25) or both fused, as `options` says (by default as suits this index)."""
+        options = self.resolve(options)
         vectors = None if options.mode == "lexical" else self.encoder.encode(queries, batch_size)
         return self.search_embedded(queries, vectors, k, where, options)
 
@@ -111,6 +125,7 @@ class SearchIndex:
         self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None = None, options: SearchOptions = SearchOptions()
     ) -> list[list[Hit]]:
         """`search` for query texts already embedded (`vectors`; unused by lexical search): the server's batches."""
+        options = self.resolve(options)
         if options.mode == "dense":
             return self.search_vectors(vectors, k, where)
         if k < 1:

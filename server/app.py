@@ -112,7 +112,7 @@ class Service:
         """The request's mode, fusion and candidates; lexical and hybrid need the index's lexical index (400 naming the command that adds it)."""
         if body.candidates is not None and body.candidates > self.config.max_k:
             raise ApiError(400, f"candidates: {body.candidates} exceeds the limit of {self.config.max_k}", limit="max_k")
-        if body.mode != "dense" and not served.index.store.has_lexical:
+        if body.mode in ("lexical", "hybrid") and not served.index.store.has_lexical:
             raise ApiError(400, f"mode: index {served.name!r} {lexical.missing('DIR')}")
         return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates)
 

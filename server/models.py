@@ -38,10 +38,12 @@ class SearchRequest(Strict):
     queries: list[Text] = Field(min_length=1, description="Query texts; each gets its own hit list.")
     k: int = Field(10, ge=1, description="Hits per query (at most 1000 and at most the index size).")
     where: dict[Text, Annotated[str | int | float, BeforeValidator(utf8_encodable)]] | None = Field(None, description="Metadata filter: field → value, ANDed.")
-    mode: Literal["dense", "lexical", "hybrid"] = Field("dense", description="dense: vectors; lexical: BM25; hybrid: both, fused.")
-    fusion: Literal["rrf", "weighted"] = Field("rrf", description="hybrid: reciprocal rank, or min-max scaled scores weighted by alpha.")
+    mode: Literal["auto", "dense", "lexical", "hybrid"] = Field(
+        "auto", description="dense: vectors; lexical: BM25; hybrid: both, fused; auto: hybrid weighted at the index's alpha (dense without a lexical index)."
+    )
+    fusion: Literal["rrf", "weighted"] | None = Field(None, description="hybrid: reciprocal rank (the default), or min-max scaled scores weighted by alpha (auto's).")
     rrf_k: int = Field(60, ge=1, description="The RRF constant: each side adds 1 / (rrf_k + rank).")
-    alpha: float = Field(0.5, ge=0.0, le=1.0, description="fusion weighted: the dense side's weight.")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="fusion weighted: the dense side's weight (default: the index's, from the CJK share of its texts).")
     candidates: int | None = Field(None, ge=1, description="hybrid: hits read from each side before fusing (default max(50, k); at most the k limit).")
 
 

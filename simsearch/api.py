@@ -138,11 +138,14 @@ def info(folder: PathLike) -> Manifest:
 
 
 def open_index(
-    folder: PathLike, model: str | None = None, mmap: bool = False, gpu: str = "auto", backend: str | None = None, encoder: Encoder | None = None
+    folder: PathLike, model: str | None = None, mmap: bool = False, gpu: str = "auto", backend: str | None = None, encoder: Encoder | None = None,
+    dense: bool = True,
 ) -> SearchIndex:
-    """Load an index folder with an encoder for text queries (by default the model and backend it was built with)."""
+    """Load an index folder with an encoder for text queries (by default the model and backend it was built with; none when not `dense`)."""
     folder = Path(folder)
-    return load_index(folder, encoder or index_encoder(Manifest.read(folder), model, backend), mmap=mmap, gpu=gpu)
+    if dense and encoder is None:
+        encoder = index_encoder(Manifest.read(folder), model, backend)
+    return load_index(folder, encoder, mmap=mmap, gpu=gpu)
 
 
 @dataclass(frozen=True)
@@ -172,9 +175,9 @@ def query(
     mmap: bool = False, gpu: str = "auto", batch_size: int = 64, model: str | None = None, backend: str | None = None,
     options: SearchOptions = SearchOptions(),
 ) -> QueryResult:
-    """The k documents of an index most similar to each query text (dense, lexical or hybrid: `options`)."""
+    """The k documents of an index most similar to each query text (auto, dense, lexical or hybrid: `options`)."""
     texts = read_queries(text, queries_file)
-    searcher = open_index(folder, model, mmap, gpu, backend)
+    searcher = open_index(folder, model, mmap, gpu, backend, dense=options.mode != "lexical")
     problem = unknown_fields(where, searcher.store.metadata_fields(), Path(folder).name) if where else None
     if problem:
         raise UsageError(f"--where: {problem}")
@@ -211,7 +214,8 @@ def eval_retrieval(
 
     if not ks or min(ks) < 1:
         raise UsageError("--k values must be at least 1")
-    return evaluate_retrieval(open_index(folder, backend=backend), load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size, options)
+    searcher = open_index(folder, backend=backend, dense=options.mode != "lexical")
+    return evaluate_retrieval(searcher, load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size, options)
 
 
 def eval_ann(

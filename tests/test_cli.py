@@ -41,7 +41,9 @@ def test_build_info_and_query_json(built, tiny_model_dir):
     answer = json.loads(result.stdout)
     assert answer["query"] == "the cat runs in the park"
     assert [h["id"] for h in answer["hits"]][0] == 5 and len(answer["hits"]) == 2
-    assert set(answer["hits"][0]) == {"id", "score", "text"}
+    assert set(answer["hits"][0]) == {"id", "score", "text", "dense_rank", "lexical_rank"}  # the default mode fuses both sides
+    dense = json.loads(run("query", built, "the cat runs in the park", "-k", "2", "--json", "--mode", "dense").stdout)
+    assert set(dense["hits"][0]) == {"id", "score", "text"}
 
 
 def test_query_prints_metadata_fields_in_json(tmp_path, tiny_model_dir):

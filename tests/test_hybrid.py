@@ -1,4 +1,4 @@
-"""`--mode dense|lexical|hybrid`: BM25 beside the vectors, fused by reciprocal rank or weighted scores (CLI, Python API, server)."""
+"""`--mode auto|dense|lexical|hybrid`: BM25 beside the vectors, fused by reciprocal rank or weighted scores (CLI, Python API, server)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cli import main
 from common.corpus import CorpusSpec
 from errors import UsageError
 from index import BuildConfig, lexical
-from index.fusion import SearchOptions, fuse
+from index.fusion import SearchOptions, auto_alpha, fuse
 from index.manifest import Manifest
 from index.store import STORE_NAME
 from simsearch import api
@@ -76,10 +76,34 @@ def test_fusion_by_reciprocal_rank_and_by_weighted_scores():
 
 
 def test_options_are_checked():
-    for bad, message in [({"mode": "fuzzy"}, "mode 'fuzzy' is not one of dense, lexical, hybrid"), ({"fusion": "max"}, "fusion 'max' is not one of rrf, weighted"),
+    for bad, message in [({"mode": "fuzzy"}, "mode 'fuzzy' is not one of auto, dense, lexical, hybrid"), ({"fusion": "max"}, "fusion 'max' is not one of rrf, weighted"),
                          ({"alpha": 1.5}, r"alpha 1.5 is outside \[0, 1\]"), ({"rrf_k": 0}, "rrf_k must be at least 1")]:
         with pytest.raises(UsageError, match=message):
             SearchOptions(**bad)
+
+
+def test_auto_is_weighted_hybrid_at_the_index_alpha_and_dense_without_a_lexical_index():
+    index_alpha = lambda: 0.42  # noqa: E731
+    assert SearchOptions().resolved(True, index_alpha) == SearchOptions("hybrid", "weighted", alpha=0.42)
+    assert SearchOptions().resolved(False, index_alpha) == SearchOptions("dense", "rrf")
+    assert SearchOptions(fusion="rrf").resolved(True, index_alpha) == SearchOptions("hybrid", "rrf")  # what is told is kept
+    assert SearchOptions(alpha=0.9).resolved(True, index_alpha).alpha == 0.9
+    assert SearchOptions("hybrid").resolved(True, index_alpha) == SearchOptions("hybrid", "rrf")  # hybrid fuses by rrf unless told
+    assert SearchOptions("hybrid", "weighted").resolved(True, index_alpha).alpha == 0.42
+    assert (auto_alpha(0.0), auto_alpha(0.5), auto_alpha(1.0)) == (0.7, 0.5, 0.3)
+    assert lexical.cjk_share(["the XK-4471 order"]) == 0.0 and lexical.cjk_share(["一个男人在弹吉他。"]) == 1.0
+    assert lexical.cjk_share(["ab 中文"]) == 0.5 and lexical.cjk_share([]) == 0.0
+
+
+def test_the_default_mode_serves_each_language_its_own_weight(orders, default_encoder, tmp_path):
+    english = api.open_index(orders, encoder=default_encoder)
+    assert english.resolve(SearchOptions()).label() == "hybrid-weighted-0.7"
+    code = {hit.id: hit.ranks for hit in english.search(["XK-4471"], 3)[0]}[137]  # by default the rare code is kept in the top 3
+    assert code["lexical_rank"] == 1 and code["dense_rank"] > 3
+    rows = [{"id": i, "text": text} for i, text in enumerate(["一个男人在弹吉他。", "一只狗在草地上奔跑。", "A woman is slicing an onion."], 1)]
+    api.build(CorpusSpec(write_jsonl(tmp_path / "zh.jsonl", rows)), tmp_path / "zh", BuildConfig(show_progress=False), encoder=default_encoder)
+    assert api.open_index(tmp_path / "zh", encoder=default_encoder).resolve(SearchOptions()).label() == "hybrid-weighted-0.53"
+    assert [h.id for h in api.query(tmp_path / "zh", "吉他", k=1).hits[0]] == [1]
 
 
 def cli(*args: str):
@@ -91,7 +115,7 @@ def test_cli_modes_json_ranks_and_literal_syntax(orders):
     assert hybrid.exit_code == 0, hybrid.output
     hits = json.loads(hybrid.stdout)["hits"]
     assert all({"dense_rank", "lexical_rank", "score"} <= set(h) for h in hits) and any(h["lexical_rank"] == 1 for h in hits)
-    dense = json.loads(cli("query", orders, "XK-4471", "--json").stdout)["hits"]
+    dense = json.loads(cli("query", orders, "XK-4471", "--json", "--mode", "dense").stdout)["hits"]
     assert "dense_rank" not in dense[0]  # the dense shape is unchanged
     for text in ['NEAR("a', "x* AND -y OR ^z:", '"', "NOT"]:
         done = cli("query", orders, text, "--mode", "lexical")
@@ -99,7 +123,7 @@ def test_cli_modes_json_ranks_and_literal_syntax(orders):
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--mode", "fuzzy"], "'fuzzy' is not one of 'dense', 'lexical', 'hybrid'"),
+    (["--mode", "fuzzy"], "'fuzzy' is not one of 'auto', 'dense', 'lexical', 'hybrid'"),
     (["--fusion", "max"], "'max' is not one of 'rrf', 'weighted'"),
     (["--alpha", "1.5"], "1.5 is not in the range 0.0<=x<=1.0"),
 ])
@@ -135,6 +159,8 @@ def test_eval_retrieval_takes_the_mode_and_says_it(orders, tmp_path):
         assert done.exit_code == 0, done.output
         results[mode] = json.loads(done.stdout)
     assert [r["mode"] for r in results.values()] == ["dense", "lexical", "hybrid-rrf"]
+    auto = cli("eval", "retrieval", orders, "--queries", tmp_path / "q.tsv", "--qrels", tmp_path / "qrels.tsv", "--json")
+    assert json.loads(auto.stdout)["mode"] == "hybrid-weighted-0.7" and json.loads(auto.stdout)["mrr@10"] >= 1 / 3 > results["dense"]["mrr@10"]
     assert results["lexical"]["mrr@10"] == 1.0 > results["dense"]["mrr@10"]
 
 
@@ -145,11 +171,12 @@ def test_the_server_searches_in_every_mode_and_answers_bad_options_with_422(orde
 
     with serving(config_for({"orders": orders}, ("orders",)), Registry.load([orders])) as url:
         body = {"queries": ["XK-4471"], "k": 3}
-        for mode in ("dense", "lexical", "hybrid"):
-            answer = httpx.post(f"{url}/indexes/idx/search", json=body | {"mode": mode})
+        for mode in ("dense", "lexical", "hybrid", None):  # None: the default, auto
+            answer = httpx.post(f"{url}/indexes/idx/search", json=body | ({"mode": mode} if mode else {}))
             assert answer.status_code == 200, answer.text
             hits = answer.json()["results"][0]["hits"]
             assert len(hits) == 3 and (("lexical_rank" in hits[0]) == (mode != "dense"))
+            assert (137 in [h["id"] for h in hits]) == (mode != "dense"), mode
         assert httpx.post(f"{url}/search", json=body | {"mode": "lexical"}).json()["results"][0]["hits"][0]["id"] == 137
         for extra, field in [({"mode": "fuzzy"}, "body.mode"), ({"alpha": 2}, "body.alpha"), ({"fusion": "max"}, "body.fusion"), ({"rrf_k": 0}, "body.rrf_k")]:
             answer = httpx.post(f"{url}/search", json=body | extra)
