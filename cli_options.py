@@ -11,7 +11,7 @@ import click
 
 from common.corpus import FORMATS
 from embedder.backends import BACKENDS
-from embedder.training_methods import POOLINGS, SAMPLERS, defaults_help
+from embedder.training_methods import POOLINGS, RERANK_LOSSES, SAMPLERS, defaults_help
 from errors import SimsearchError, UsageError
 from index.fusion import FUSIONS, MODES, RRF_K, SearchOptions
 from index.plan import GPU_MODES
@@ -118,6 +118,10 @@ METHOD:
   simcse-sup    triplets: JSONL {"query", "pos": [...], "neg": [...]}, a 3-column
                 anchor/positive/negative TSV, or NLI pairs (SICK: ENTAILMENT -> positive,
                 CONTRADICTION -> hard negative of the same premise).
+  rerank        a cross-encoder re-ranker (not an encoder) from cosent's scored pairs:
+                the pair read together, one score; --loss bce (default) or mse. --base
+                a cross-encoder folder, or a bi-encoder whose transformer gets a new head
+                (default: all-MiniLM-L6-v2). OUT loads with CrossEncoder(OUT).
 
 --train may repeat: FILE[:SPLIT][@METHOD] trains on FILE's SPLIT (default train; never
 test) with METHOD (default: the command's), all sets in one run (--sampler picks batches).
@@ -134,6 +138,7 @@ Examples:
   simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --matryoshka 384,256,128,64 -o m
   simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --seeds 3 --average -o m
   simsearch train cosent --train stsb.tsv.gz --dev stsb.tsv.gz --search 'lr=3e-5,5e-5 epochs=2,4' -o m
+  simsearch train rerank --train stsb.tsv.gz --dev stsb.tsv.gz -o reranker
 """
 
 
@@ -171,6 +176,8 @@ def reduce_options(func):
 def train_options(func):
     """The options of `simsearch train` (everything but METHOD)."""
     func = click.option("--overwrite", is_flag=True, help="Replace an existing OUT (only once the new model is complete).")(func)
+    func = click.option("--loss", type=click.Choice(RERANK_LOSSES), default=None,
+                        help="rerank: bce (BinaryCrossEntropyLoss on scores scaled to [0, 1] or 0/1 labels) or mse (MSELoss on the sigmoid). [default: bce]")(func)
     func = click.option("--trials", type=click.IntRange(min=1), default=None, help="With --search: train only this many settings, drawn from the grid by --seed.")(func)
     func = click.option("--search", default=None, metavar="'KEY=V1,V2 ...'", help="Grid of lr, epochs, batch, seed, pooling, max_seq_length, warmup; the best on --dev is saved.")(func)
     func = click.option("--average", is_flag=True, help="With --seeds: also average the runs' weights (model soup), kept only if it beats every run on --dev.")(func)

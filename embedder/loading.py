@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,17 +31,28 @@ def load_model(name: str | None = None, device: str | None = None) -> SentenceTr
     the process environment is left alone (a later hub name still reaches the hub).
     """
     target = resolve_model(name)
+    with quiet_load(name):
+        return SentenceTransformer(target, device=pick_device(device), local_files_only=Path(target).exists())
+
+
+@contextmanager
+def quiet_load(name: str | None, what: str = "model") -> Iterator[None]:
+    """Load without the libraries' chatter (weight bars, the report of a newly made head) and with their load errors as one UsageError line."""
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     transformers_logging.disable_progress_bar()  # the per-load "Loading weights" bar is noise
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # a new cross-encoder head is "MISSING" from its base on purpose
     try:
         with warnings.catch_warnings():  # torch warns about a pickle's protocol before refusing it; our one line says what matters
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return SentenceTransformer(target, device=pick_device(device), local_files_only=Path(target).exists())
+            yield
     except pickle.UnpicklingError:  # torch's weights-only loader refused a pickle that holds more than tensors
-        raise UsageError(f"cannot load model {name!r}: {PICKLE_REFUSED}") from None
+        raise UsageError(f"cannot load {what} {name!r}: {PICKLE_REFUSED}") from None
     except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated or damaged model.safetensors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot load model {name!r}: {first}") from exc
+        raise UsageError(f"cannot load {what} {name!r}: {first}") from exc
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 def embedding_dim(model: SentenceTransformer) -> int:

@@ -69,6 +69,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     sampler: str = "proportional"  # how batches are drawn from several --train sets
     matryoshka: tuple[int, ...] = ()  # train these output dims too (MatryoshkaLoss); () : only the full dim
+    loss: str | None = None  # train rerank: bce or mse (None: bce); the bi-encoder methods have their own
     overwrite: bool = False
     show_progress: bool | None = None  # None: only on a terminal
 
@@ -125,6 +126,8 @@ def check_config(config: TrainConfig) -> None:
         raise UsageError(f"unknown --sampler {config.sampler!r} (expected one of {', '.join(SAMPLERS)})")
     if any(d < 1 for d in config.matryoshka) or len(set(config.matryoshka)) != len(config.matryoshka):
         raise UsageError(f"--matryoshka dims must be distinct and at least 1, got {list(config.matryoshka)}")
+    if config.loss is not None:
+        raise UsageError(f"--loss applies to train rerank; {config.method} trains with its own loss")
     if config.pooling is not None and config.pooling not in POOLINGS:
         raise UsageError(f"unknown pooling {config.pooling!r} (expected one of {', '.join(POOLINGS)})")
     for name in ("epochs", "batch_size", "max_seq_length", "eval_steps"):
@@ -275,12 +278,13 @@ class StsDevEvaluator(BaseEvaluator):
 class DevCurve(TrainerCallback):
     """Collects (step, epoch, dev Spearman) at every evaluation and logs each as a table row."""
 
-    def __init__(self) -> None:
+    def __init__(self, metric: str = DEV_METRIC) -> None:
         self.points: list[dict[str, float]] = []
+        self.metric = metric  # the trainer's name of the dev Spearman
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if metrics and DEV_METRIC in metrics:
-            point = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "spearman": float(metrics[DEV_METRIC])}
+        if metrics and self.metric in metrics:
+            point = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "spearman": float(metrics[self.metric])}
             self.points.append(point)
             log.info(f"dev Spearman at step {point['step']} (epoch {point['epoch']:.2f}): {point['spearman'] * 100:.2f}")
 
@@ -324,10 +328,6 @@ def run_record(
     config: TrainConfig, sets: list[dict[str, Any]], dev: StsData | None, trainer: SentenceTransformerTrainer, curve: DevCurve, precision: str
 ) -> dict[str, Any]:
     """The training.json content (without wall times)."""
-    state = trainer.state
-    trained = [p for p in curve.points if p["step"] > 0]
-    best_step = state.best_global_step if dev is not None else None
-    losses = [{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e]
     return {
         "format_version": 2,
         "method": config.method,
@@ -353,12 +353,21 @@ def run_record(
             "scheduler": _name(trainer.args.lr_scheduler_type),
         },
         "seed": config.seed,
+        **run_outcome(trainer, curve, dev is not None),
+    }
+
+
+def run_outcome(trainer: Any, curve: DevCurve, has_dev: bool) -> dict[str, Any]:
+    """What a finished trainer run records in training.json, for encoders and re-rankers alike: steps, dev curve, losses, where and when."""
+    state = trainer.state
+    trained = [p for p in curve.points if p["step"] > 0]
+    return {
         "steps": state.global_step,
         "dev_curve": curve.points,
-        "best_step": best_step,
+        "best_step": state.best_global_step if has_dev else None,
         "base_dev_spearman": curve.points[0]["spearman"] if curve.points and curve.points[0]["step"] == 0 else None,
         "final_dev_spearman": max(p["spearman"] for p in trained) if trained else None,
-        "train_loss": losses,
+        "train_loss": [{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e],
         "device": str(trainer.model.device),
         "versions": library_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

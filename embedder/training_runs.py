@@ -26,7 +26,9 @@ from common.atomic import OWNER_MARK, atomic_folder, is_own, mark_own, remove_ow
 from common.sts_data import StsData
 from embedder.dim_choice import sts_measure
 from embedder.loading import load_model
+from embedder.rerank_training import train_reranker
 from embedder.training import TRAINING_JSON, TrainConfig, TrainResult, check_config, load_dev, train
+from embedder.training_methods import RERANK
 from errors import UsageError
 
 log = logging.getLogger("simsearch.train")
@@ -74,6 +76,10 @@ def check_plan(config: TrainConfig, plan: RunPlan) -> None:
 
 def run_plan(config: TrainConfig, plan: RunPlan) -> TrainResult:
     """Train what `plan` asks for and write the chosen model to `config.output`."""
+    if config.method == RERANK:
+        if plan != RunPlan():
+            raise UsageError("--seeds, --average, --search and --trials are not options of train rerank (yet): train one run")
+        return train_reranker(config)
     check_plan(config, plan)
     if plan.search is not None:
         return search(config, plan.search, plan.trials)

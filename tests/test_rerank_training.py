@@ -1,0 +1,89 @@
+"""`simsearch train rerank`: a cross-encoder trained from scored pairs on a tiny BERT; its folder loads with plain CrossEncoder."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sentence_transformers.cross_encoder import CrossEncoder
+
+from cli import main
+from conftest import TINY_WORDS
+from embedder.rerank_training import train_reranker
+from embedder.training import TRAINING_JSON, TrainConfig
+from errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """96 pairs in the tiny model's words, scored 0-5 by how many leading words the second sentence shares."""
+    rng = random.Random(0)
+    rows = ["s1\ts2\tscore"]
+    for _ in range(96):
+        words = [rng.choice(TINY_WORDS) for _ in range(5)]
+        kept = rng.randint(0, 5)
+        rows.append(f"{' '.join(words)}\t{' '.join(words[:kept] + [rng.choice(TINY_WORDS) for _ in range(5 - kept)])}\t{kept}")
+    path = tmp_path_factory.mktemp("rerank-data") / "pairs.tsv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def config(tmp_path: Path, base: Path, pairs: Path, **overrides) -> TrainConfig:
+    settings = {"base": str(base), "dev": pairs, "epochs": 6, "batch_size": 8, "lr": 1e-2, "show_progress": False, **overrides}
+    return TrainConfig("rerank", pairs, tmp_path / "reranker", **settings)
+
+
+def test_a_cross_encoder_from_a_bi_encoder_learns_the_pairs_and_loads_with_plain_cross_encoder(tmp_path, tiny_model_dir, pairs):
+    result = train_reranker(config(tmp_path, tiny_model_dir, pairs))
+    record = json.loads((result.output / TRAINING_JSON).read_text(encoding="utf-8"))
+    losses = [entry["loss"] for entry in record["train_loss"]]
+    assert record["steps"] == 72 and losses[-1] < losses[0] * 0.95, losses
+    trained = {p["step"]: p["spearman"] for p in record["dev_curve"] if p["step"] > 0}
+    assert record["best_step"] == max(trained, key=trained.get) and record["final_dev_spearman"] == max(trained.values()) > record["base_dev_spearman"] + 0.3
+    assert (record["method"], record["kind"], record["hyperparameters"]["loss"]) == ("rerank", "cross-encoder", "bce")
+    assert record["data"]["train"][0]["rows"] == 96 and record["data"]["train"][0]["max_score"] == 5
+    assert not (result.output / "checkpoints").exists()
+    plain = CrossEncoder(str(result.output))  # no simsearch code: the folder is a plain cross-encoder with one label
+    texts = [("alpha beta gamma delta epsilon", "alpha beta gamma delta epsilon"), ("alpha beta gamma delta epsilon", "zeta eta theta iota kappa")]
+    assert plain.predict(texts).tolist() == pytest.approx(result.model.predict(texts).tolist(), abs=1e-5)
+    # a cross-encoder folder is trained further as it is (its head kept)
+    again = train_reranker(config(tmp_path / "more", result.output, pairs, epochs=1, dev=None, loss="mse"))
+    assert again.record["hyperparameters"]["loss"] == "mse" and again.record["base"] == str(result.output)
+
+
+def run(*args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_trains_a_reranker_and_refuses_the_encoder_options(tmp_path, tiny_model_dir, pairs):
+    done = run("train", "rerank", "--train", pairs, "--base", tiny_model_dir, "-o", tmp_path / "r", "--epochs", "1", "--batch-size", "16")
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "r" / TRAINING_JSON).read_text(encoding="utf-8"))["steps"] == 6
+    for extra, message in [
+        (["--pooling", "mean"], "--pooling: not an option of train rerank"),
+        (["--seeds", "2", "--dev", pairs], "--seeds, --average, --search and --trials are not options of train rerank"),
+        (["--loss", "hinge"], "'hinge' is not one of 'bce', 'mse'"),
+    ]:
+        bad = run("train", "rerank", "--train", pairs, "--base", tiny_model_dir, "-o", tmp_path / "bad", *extra)
+        assert bad.exit_code == 2 and message in bad.output and not (tmp_path / "bad").exists(), bad.output
+    wrong = run("train", "cosent", "--train", pairs, "--base", tiny_model_dir, "-o", tmp_path / "bad", "--loss", "mse")
+    assert wrong.exit_code == 2 and "--loss applies to train rerank" in wrong.output
+
+
+def test_bad_pairs_fail_before_any_model_is_loaded(tmp_path, pairs):
+    broken = tmp_path / "broken.tsv"
+    broken.write_text("s1\ts2\tscore\na b\tc d\t3\ne f\t\t2\n", encoding="utf-8")
+    done = run("train", "rerank", "--train", broken, "--base", tmp_path / "no-such-model", "-o", tmp_path / "r")
+    assert done.exit_code == 1 and f"{broken}:3: empty sentence" in done.output
+    with pytest.raises(UsageError, match="one --train FILE"):
+        train_reranker(TrainConfig("rerank", [pairs, pairs], tmp_path / "r"))
+
+
+def test_the_same_seed_trains_the_same_reranker(tmp_path, tiny_model_dir, pairs):
+    """The new head is drawn from --seed too, so two runs agree to the last digit."""
+    first, second = (train_reranker(config(tmp_path / name, tiny_model_dir, pairs, epochs=1, dev=None)) for name in ("a", "b"))
+    texts = [("alpha beta gamma", "alpha beta delta"), ("alpha beta gamma", "zeta eta theta")]
+    assert first.model.predict(texts).tolist() == second.model.predict(texts).tolist()
