@@ -240,22 +240,26 @@ def evaluate() -> None:
 def eval_sts(
     datasets: tuple[str, ...], split: str, columns: str | None, model: str | None, backend: str, as_json: bool, as_csv: bool, plot: Path | None, batch_size: int,
 ) -> None:
-    """Spearman and Pearson correlation between cosine similarity and gold scores, one row per set."""
+    """Spearman and Pearson correlation between cosine similarity and gold scores, one row per set.
+
+    --model may also be a cross-encoder folder (`train rerank` makes one): each pair is then
+    scored read together, so one table compares bi-encoders and cross-encoders.
+    """
     from eval.tables import format_csv, format_table
     from simsearch.api import eval_sts as run_eval
 
     report = run_eval(datasets, split, parse_columns(columns), model, batch_size, plot, backend)
     if as_json:
         for run in report.runs:
-            json_line({**run.result.as_dict(), "data": str(run.data.path), "split": run.data.split, "model": report.model})
+            json_line({**run.result.as_dict(), "data": str(run.data.path), "split": run.data.split, "model": report.model, "kind": report.kind})
         if report.mean is not None:
-            json_line({**report.mean.as_dict(), "data": "mean", "model": report.model})
+            json_line({**report.mean.as_dict(), "data": "mean", "model": report.model, "kind": report.kind})
         return
     headers = ("data", "spearman", "pearson", "pairs")
     if as_csv:
         click.echo(format_csv(headers, [(label, r.spearman, r.pearson, r.n) for label, r in report.rows()]), nl=False)
         return
-    click.echo(f"model: {report.model}")
+    click.echo(f"model: {report.model}" + (" (cross-encoder)" if report.kind == "cross-encoder" else ""))
     click.echo(format_table(headers, [(label, r.spearman * 100, r.pearson * 100, r.n) for label, r in report.rows()]))
 
 

@@ -15,6 +15,10 @@ def load_encoder(name: str | None = None, device: str | None = None, backend: st
     """The encoder (see common.encoder) for a model name: what index/, eval/ and the server take."""
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+    from embedder.reranking import is_cross_encoder
+
+    if is_cross_encoder(name):
+        raise UsageError(f"{name}: a cross-encoder (a re-ranker) scores pairs and gives no sentence vectors; `eval sts --model` takes it")
     if backend != "torch":
         if device not in (None, "cpu"):
             raise UsageError(f"the {backend} backend runs on CPU only; drop --device {device} or use --backend torch")

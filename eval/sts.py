@@ -1,4 +1,4 @@
-"""STS evaluation: how well cosine similarity of embeddings ranks pairs like human scores."""
+"""STS evaluation: how well a model's pair scores (cosine of embeddings, or a cross-encoder's score) rank pairs like human scores."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 
 from common.encoder import Encoder
 from common.measures import StsResult, pair_cosines, sts_correlations
+from common.reranker import Reranker
 from common.sts_data import StsData
 from errors import DataError
 
@@ -29,6 +30,7 @@ class StsReport:
     model: str
     runs: list[StsRun]
     mean: StsResult | None
+    kind: str = "bi-encoder"  # or "cross-encoder": cosines of two vectors, or one score per pair read together
 
     def rows(self) -> list[tuple[str, StsResult]]:
         """(label, result) per set, then ("mean", ...) when there are several sets."""
@@ -42,9 +44,16 @@ def cosine_scores(encoder: Encoder, data: StsData, batch_size: int = 64) -> np.n
     return pair_cosines(encoder.encode(unique, batch_size), first, second)
 
 
-def run_sts(encoder: Encoder, data: StsData, batch_size: int = 64) -> StsRun:
-    """Score `data` with `encoder`, keeping the predictions."""
-    predicted = cosine_scores(encoder, data, batch_size)
+def pair_scores(model: Encoder | Reranker, data: StsData, batch_size: int = 64) -> np.ndarray:
+    """Each pair's predicted similarity: the cosine of its sentences' vectors, or a cross-encoder's score of the pair."""
+    if isinstance(model, Reranker):
+        return model.score_pairs(list(zip(data.sentences1, data.sentences2)), batch_size)
+    return cosine_scores(model, data, batch_size)
+
+
+def run_sts(model: Encoder | Reranker, data: StsData, batch_size: int = 64) -> StsRun:
+    """Score `data` with `model` (an encoder or a cross-encoder), keeping the predictions."""
+    predicted = pair_scores(model, data, batch_size)
     try:
         return StsRun(data, predicted, sts_correlations(predicted, data.scores))
     except DataError as exc:
@@ -63,7 +72,8 @@ def mean_result(results: Sequence[StsResult]) -> StsResult:
     )
 
 
-def sts_report(encoder: Encoder, sets: Sequence[StsData], batch_size: int = 64) -> StsReport:
-    """Score every set with one encoder; a mean row when there are several."""
-    runs = [run_sts(encoder, data, batch_size) for data in sets]
-    return StsReport(encoder.name, runs, mean_result([r.result for r in runs]) if len(runs) > 1 else None)
+def sts_report(model: Encoder | Reranker, sets: Sequence[StsData], batch_size: int = 64) -> StsReport:
+    """Score every set with one encoder or cross-encoder; a mean row when there are several."""
+    runs = [run_sts(model, data, batch_size) for data in sets]
+    kind = "cross-encoder" if isinstance(model, Reranker) else "bi-encoder"
+    return StsReport(model.name, runs, mean_result([r.result for r in runs]) if len(runs) > 1 else None, kind)

@@ -188,7 +188,8 @@ def eval_sts(
     datasets: Sequence[PathLike], split: str = "test", columns: tuple[str, str, str] | None = None, model: str | None = None,
     batch_size: int = 64, plot: PathLike | None = None, backend: str = DEFAULT_BACKEND,
 ):
-    """Spearman/Pearson of cosine vs gold on each STS set (`FILE` or `FILE:SPLIT`), optionally a scatter plot PNG."""
+    """Spearman/Pearson of cosine (a cross-encoder folder: its pair scores) vs gold on each STS set (`FILE` or `FILE:SPLIT`), optionally a PNG."""
+    from embedder.reranking import is_cross_encoder, load_reranker
     from eval.sts import sts_report
 
     sources = [parse_data_arg(str(value), split) for value in datasets]
@@ -196,7 +197,8 @@ def eval_sts(
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
     sets = [load_sts(path, set_split, columns) for path, set_split in sources]
-    report_ = sts_report(load_encoder(model, backend=backend), sets, batch_size)
+    scorer = load_reranker(model, backend) if model and is_cross_encoder(model) else load_encoder(model, backend=backend)
+    report_ = sts_report(scorer, sets, batch_size)
     if plot is not None:
         from eval.plots import plot_sts_scatter
 

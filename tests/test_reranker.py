@@ -1,4 +1,4 @@
-"""`simsearch train rerank`: a cross-encoder trained from scored pairs on a tiny BERT; its folder loads with plain CrossEncoder."""
+"""Cross-encoders: `train rerank` on a tiny BERT (its folder loads with plain CrossEncoder), and `eval sts --model` scoring pairs with one."""
 
 from __future__ import annotations
 
@@ -87,3 +87,40 @@ def test_the_same_seed_trains_the_same_reranker(tmp_path, tiny_model_dir, pairs)
     first, second = (train_reranker(config(tmp_path / name, tiny_model_dir, pairs, epochs=1, dev=None)) for name in ("a", "b"))
     texts = [("alpha beta gamma", "alpha beta delta"), ("alpha beta gamma", "zeta eta theta")]
     assert first.model.predict(texts).tolist() == second.model.predict(texts).tolist()
+
+
+@pytest.fixture(scope="module")
+def reranker(tmp_path_factory, tiny_model_dir, pairs) -> Path:
+    out = tmp_path_factory.mktemp("reranker") / "r"
+    train_reranker(TrainConfig("rerank", pairs, out, base=str(tiny_model_dir), epochs=2, batch_size=8, lr=1e-2, show_progress=False))
+    return out
+
+
+def test_eval_sts_scores_each_pair_with_a_cross_encoder_and_says_so(reranker, pairs, tiny_model_dir):
+    from common.measures import sts_correlations
+    from common.sts_data import load_sts
+
+    done = run("eval", "sts", "--data", pairs, "--model", reranker, "--json")
+    assert done.exit_code == 0, done.output
+    line = json.loads(done.stdout)
+    data = load_sts(pairs, "test")
+    expected = sts_correlations(CrossEncoder(str(reranker)).predict(list(zip(data.sentences1, data.sentences2))), data.scores)
+    assert line["kind"] == "cross-encoder" and line["spearman"] == pytest.approx(expected.spearman, abs=1e-6) and line["n"] == 96
+    encoder = json.loads(run("eval", "sts", "--data", pairs, "--model", tiny_model_dir, "--json").stdout)
+    assert encoder["kind"] == "bi-encoder" and set(encoder) == set(line)  # one shape for both kinds
+    assert "(cross-encoder)" in run("eval", "sts", "--data", pairs, "--model", reranker).stdout
+
+
+def test_a_cross_encoder_is_no_sentence_encoder_and_the_reverse(reranker, tiny_model_dir, tmp_path):
+    from embedder.reranking import load_reranker
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("alpha beta\ngamma delta\n", encoding="utf-8")
+    built = run("index", "build", corpus, "-o", tmp_path / "idx", "--model", reranker)
+    assert built.exit_code == 2 and built.stderr.strip() == (
+        f"Error: {reranker}: a cross-encoder (a re-ranker) scores pairs and gives no sentence vectors; `eval sts --model` takes it"
+    )
+    with pytest.raises(UsageError, match="not a cross-encoder .* make one with `simsearch train rerank`"):
+        load_reranker(str(tiny_model_dir))
+    with pytest.raises(UsageError, match="backend 'onnx' is not offered for cross-encoders yet"):
+        load_reranker(str(reranker), "onnx")
