@@ -13,7 +13,7 @@ from common.corpus import FORMATS
 from embedder.backends import BACKENDS
 from embedder.training_methods import POOLINGS, RERANK_LOSSES, SAMPLERS, defaults_help
 from errors import SimsearchError, UsageError
-from index.fusion import FUSIONS, MODES, RRF_K, SearchOptions
+from index.fusion import FUSIONS, MODES, RERANK_TOP, RRF_K, SearchOptions
 from index.plan import GPU_MODES
 
 MODEL_HELP = "Model: a local folder, a Hugging Face name, or 'default' (all-MiniLM-L6-v2, bundled, offline)."
@@ -248,7 +248,7 @@ CORPUS = CorpusType()
 
 
 def search_mode_options(func):
-    """--mode, --fusion, --rrf-k, --alpha, --candidates (index.fusion.SearchOptions), shared by `query` and `eval retrieval`."""
+    """--mode, --fusion, --rrf-k, --alpha, --candidates, --rerank, --rerank-top (index.fusion.SearchOptions), shared by `query` and `eval retrieval`."""
     options = [
         click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="dense: vectors; lexical: BM25 over the index's lexical index; hybrid: both, fused; "
@@ -261,12 +261,15 @@ def search_mode_options(func):
         click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=None,
                      help="--fusion weighted: the dense side's weight (0 to 1). [default: the index's, from the CJK share of its texts]"),
         click.option("--candidates", type=click.IntRange(min=1), default=None, help="hybrid: hits read from each side before fusing [default: max(50, k)]."),
+        click.option("--rerank", "rerank", default=None, metavar="DIR",
+                     help="Re-order the first --rerank-top hits with this cross-encoder folder (`train rerank` makes one); hits gain rerank_score."),
+        click.option("--rerank-top", type=click.IntRange(min=1), default=RERANK_TOP, show_default=True, help="--rerank: first-stage hits it re-orders."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def search_options(mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None) -> SearchOptions:
-    """The parsed --mode/--fusion/--rrf-k/--alpha/--candidates as one SearchOptions."""
-    return SearchOptions(mode, fusion, rrf_k, alpha, candidates)
+def search_options(mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None, rerank_top: int = RERANK_TOP) -> SearchOptions:
+    """The parsed --mode/--fusion/--rrf-k/--alpha/--candidates/--rerank-top as one SearchOptions."""
+    return SearchOptions(mode, fusion, rrf_k, alpha, candidates, rerank_top)

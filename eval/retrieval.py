@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytrec_eval
 
+from common.reranker import Reranker
 from errors import DataError
 from index.fusion import SearchOptions
 from index.search import SearchIndex
@@ -48,18 +49,23 @@ def score_run(run: Run, qrels: Qrels, ks: Sequence[int] = (1, 5, 10, 100)) -> Re
 
 def evaluate_retrieval(
     index: SearchIndex, queries: dict[str, str], qrels: Qrels, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64,
-    options: SearchOptions = SearchOptions(),
+    options: SearchOptions = SearchOptions(), reranker: Reranker | None = None,
 ) -> RetrievalResult:
-    """Search every judged query in `index` (depth max(ks, 100); auto, dense, lexical or hybrid as `options` says) and score the ranking."""
+    """Search every judged query in `index` (depth max(ks, 100); auto, dense, lexical or hybrid as `options` says; then
+    re-ranked by `reranker` when given) and score the ranking."""
     options = index.resolve(options)
     judged = [q for q in queries if q in qrels]
     if not judged:
         raise DataError("no query id of the queries file appears in the qrels")
     depth = max(*ks, 100)
-    found = index.search([queries[q] for q in judged], depth, batch_size, options=options)
-    run = {q: {str(hit.id): hit.score for hit in hits} for q, hits in zip(judged, found)}
+    found = index.search([queries[q] for q in judged], depth, batch_size, options=options, reranker=reranker)
+    if reranker is None:
+        run = {q: {str(hit.id): hit.score for hit in hits} for q, hits in zip(judged, found)}
+    else:  # re-ranked hits are in their final order, which scores of two kinds cannot give trec_eval: their ranks do
+        run = {q: {str(hit.id): float(len(hits) - rank) for rank, hit in enumerate(hits)} for q, hits in zip(judged, found)}
     result = score_run(run, qrels, ks)
     judged_docs = {d for q in judged for d in qrels[q]}
     numeric = [int(d) for d in judged_docs if d.isdigit() and int(d) < 2**63]
     unknown = len(judged_docs) - len(index.store.existing(numeric))
-    return RetrievalResult(result.metrics, result.queries, index.manifest.model, unknown, options.label())
+    mode = options.label() + (f"+rerank@{options.rerank_top}" if reranker is not None else "")
+    return RetrievalResult(result.metrics, result.queries, index.manifest.model, unknown, mode)

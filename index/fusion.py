@@ -28,6 +28,7 @@ MODES = ("auto", "dense", "lexical", "hybrid")
 FUSIONS = ("rrf", "weighted")
 RRF_K = 60
 MIN_CANDIDATES = 50
+RERANK_TOP = 50  # first-stage hits a re-ranker re-orders by default
 ALPHA_NO_CJK, ALPHA_ALL_CJK = 0.7, 0.3  # the best weighted alpha measured on the English and the Chinese STS-B sets
 
 
@@ -48,6 +49,7 @@ class SearchOptions:
     rrf_k: int = RRF_K
     alpha: float | None = None
     candidates: int | None = None
+    rerank_top: int = RERANK_TOP  # with a re-ranker: how many first-stage hits it re-orders
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -60,6 +62,8 @@ class SearchOptions:
             raise UsageError(f"alpha {self.alpha} is outside [0, 1] (the dense side's weight)")
         if self.candidates is not None and self.candidates < 1:
             raise UsageError(f"candidates must be at least 1, got {self.candidates}")
+        if self.rerank_top < 1:
+            raise UsageError(f"rerank_top must be at least 1, got {self.rerank_top}")
 
     def resolved(self, has_lexical: bool, index_alpha: Callable[[], float]) -> SearchOptions:
         """These options made concrete for one index: auto becomes hybrid (weighted unless told) or, without a lexical side, dense; a missing alpha the index's."""

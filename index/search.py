@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from common.atomic import read_consistently
 from common.encoder import Encoder
+from common.reranker import Reranker
 from errors import DataError, UsageError
 from index.fusion import SearchOptions, auto_alpha, fuse, ranked
 from index.gpu import attach_searcher
@@ -38,7 +39,8 @@ def unknown_fields(where: Where | None, fields: Sequence[str], index: str) -> st
 class Hit:
     """One search result: document id, score (cosine; BM25 or fused for lexical and hybrid searches), text and metadata.
 
-    `ranks` ({"dense_rank", "lexical_rank"}, None where a side did not return the document) is set by lexical and hybrid searches.
+    `ranks` ({"dense_rank", "lexical_rank"}, None where a side did not return the document) is set by lexical and hybrid searches;
+    `rerank_score` by a re-ranked search (a cross-encoder's score of the query and this text; `score` stays the first stage's).
     """
 
     id: int
@@ -46,10 +48,20 @@ class Hit:
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
     ranks: dict[str, int | None] | None = None
+    rerank_score: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """`{"id", "score", "text", ...metadata}` (+ `dense_rank`, `lexical_rank` when set): the shape `simsearch query --json` prints."""
-        return {**self.metadata, "id": self.id, "score": self.score, "text": self.text, **(self.ranks or {})}
+        """`{"id", "score", "text", ...metadata}` (+ `dense_rank`, `lexical_rank`, `rerank_score` when set): what `simsearch query --json` prints."""
+        reranked = {} if self.rerank_score is None else {"rerank_score": self.rerank_score}
+        return {**self.metadata, "id": self.id, "score": self.score, "text": self.text, **(self.ranks or {}), **reranked}
+
+
+def rerank(query: str, hits: Sequence[Hit], reranker: Reranker, top: int, batch_size: int = 32) -> list[Hit]:
+    """The first `top` hits re-scored by the cross-encoder and re-sorted (ties keep their first-stage order), then the rest as they were."""
+    head, tail = list(hits[:top]), list(hits[top:])
+    scores = reranker.score_pairs([(query, hit.text) for hit in head], batch_size).tolist()
+    order = sorted(range(len(head)), key=lambda i: -scores[i])
+    return [replace(head[i], rerank_score=float(scores[i])) for i in order] + tail
 
 
 class SearchIndex:
@@ -114,18 +126,27 @@ class SearchIndex:
         ]
 
     def search(
-        self, queries: Sequence[str], k: int = 10, batch_size: int = 64, where: Where | None = None, options: SearchOptions = SearchOptions()
+        self, queries: Sequence[str], k: int = 10, batch_size: int = 64, where: Where | None = None, options: SearchOptions = SearchOptions(),
+        reranker: Reranker | None = None,
     ) -> list[list[Hit]]:
-        """Top-k hits for each query text: dense, lexical (BM25) or both fused, as `options` says (by default as suits this index)."""
+        """Top-k hits for each query text: dense, lexical (BM25) or both fused, as `options` says (by default as suits this index),
+        then, with a `reranker`, the first `options.rerank_top` re-ordered by it."""
         options = self.resolve(options)
         vectors = None if options.mode == "lexical" else self.encoder.encode(queries, batch_size)
-        return self.search_embedded(queries, vectors, k, where, options)
+        return self.search_embedded(queries, vectors, k, where, options, reranker)
 
     def search_embedded(
-        self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None = None, options: SearchOptions = SearchOptions()
+        self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None = None, options: SearchOptions = SearchOptions(),
+        reranker: Reranker | None = None,
     ) -> list[list[Hit]]:
         """`search` for query texts already embedded (`vectors`; unused by lexical search): the server's batches."""
-        options = self.resolve(options)
+        if reranker is None:
+            return self._first_stage(queries, vectors, k, where, self.resolve(options))
+        hits = self._first_stage(queries, vectors, max(k, options.rerank_top), where, self.resolve(options))
+        return [rerank(query, row, reranker, options.rerank_top)[:k] for query, row in zip(queries, hits)]
+
+    def _first_stage(self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None, options: SearchOptions) -> list[list[Hit]]:
+        """The top k of the dense, lexical or fused ranking (`options` resolved for this index)."""
         if options.mode == "dense":
             return self.search_vectors(vectors, k, where)
         if k < 1:

@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from sentence_transformers.cross_encoder import CrossEncoder
@@ -124,3 +125,49 @@ def test_a_cross_encoder_is_no_sentence_encoder_and_the_reverse(reranker, tiny_m
         load_reranker(str(tiny_model_dir))
     with pytest.raises(UsageError, match="backend 'onnx' is not offered for cross-encoders yet"):
         load_reranker(str(reranker), "onnx")
+
+
+class WordOverlap:
+    """A stand-in cross-encoder for the ordering logic: a pair scores the share of the query's words the text holds."""
+
+    name = "word-overlap"
+
+    def describe(self) -> dict:
+        return {"model": self.name, "kind": "cross-encoder"}
+
+    def score_pairs(self, pairs, batch_size: int = 32) -> np.ndarray:
+        return np.array([len(set(q.split()) & set(t.split())) / len(set(q.split())) for q, t in pairs], dtype=np.float32)
+
+
+def test_reranking_reorders_the_top_hits_and_keeps_the_rest_behind_them():
+    from index.search import Hit, rerank
+
+    first_stage = [Hit(1, 0.9, "red car fast"), Hit(2, 0.8, "red car on the road"), Hit(3, 0.7, "on the road"), Hit(4, 0.6, "red car on the road today")]
+    reranked = rerank("red car on the road", first_stage, WordOverlap(), top=3)
+    assert [h.id for h in reranked] == [2, 3, 1, 4]  # the relevant text the first stage put second is first; hit 4 was not re-scored
+    assert [h.rerank_score for h in reranked[:3]] == pytest.approx([1.0, 0.6, 0.4]) and reranked[3].rerank_score is None
+    assert [h.score for h in reranked] == [0.8, 0.7, 0.9, 0.6]  # the first stage's scores are kept
+    assert reranked[3].to_json() == {"id": 4, "score": 0.6, "text": "red car on the road today"}
+    assert reranked[0].to_json()["rerank_score"] == 1.0
+
+
+def test_query_and_eval_retrieval_rerank_with_a_trained_cross_encoder(reranker, tiny_model_dir, tmp_path):
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice(TINY_WORDS) for _ in range(5)) for _ in range(40)]
+    (tmp_path / "c.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert run("index", "build", tmp_path / "c.txt", "-o", tmp_path / "idx", "--model", tiny_model_dir).exit_code == 0
+    query = texts[7]
+    done = run("query", tmp_path / "idx", query, "-k", "5", "--rerank", reranker, "--rerank-top", "10", "--json", "--mode", "dense")
+    assert done.exit_code == 0, done.output
+    hits = json.loads(done.stdout)["hits"]
+    scores = [h["rerank_score"] for h in hits]
+    assert len(hits) == 5 and scores == sorted(scores, reverse=True)
+    expected = CrossEncoder(str(reranker)).predict([(query, h["text"]) for h in hits]).tolist()
+    assert scores == pytest.approx(expected, abs=1e-5)
+    (tmp_path / "q.tsv").write_text(f"qid\ttext\nq1\t{query}\n", encoding="utf-8")
+    (tmp_path / "qrels.tsv").write_text("q1\t7\t1\n", encoding="utf-8")
+    evaluated = run("eval", "retrieval", tmp_path / "idx", "--queries", tmp_path / "q.tsv", "--qrels", tmp_path / "qrels.tsv", "--json", "--rerank", reranker)
+    assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["mode"] == "hybrid-weighted-0.7+rerank@50", evaluated.output
+    for extra, code, message in [(["--rerank-top", "0"], 2, "0 is not in the range x>=1"), ([], 2, "not a cross-encoder")]:
+        bad = run("query", tmp_path / "idx", query, "--rerank", tiny_model_dir if not extra else reranker, *extra)
+        assert bad.exit_code == code and message in bad.output, bad.output
