@@ -25,7 +25,7 @@ from embedder.model_files import TRAINING_RECORD, model_reference, resolve_model
 from embedder.training import (
     DevCurve, TrainConfig, TrainResult, check_config, dev_table, load_dev, mixed_precision, run_outcome, with_method_defaults,
 )
-from embedder.training_data import TrainingData, cosent_pairs
+from embedder.training_data import TrainingData, TrainSet, cosent_pairs, parse_train_spec
 from embedder.training_methods import RERANK, RERANK_LOSSES
 from errors import UsageError
 
@@ -42,10 +42,16 @@ def check_rerank_config(config: TrainConfig) -> None:
         raise UsageError(f"{', '.join(given)}: not an option of train rerank (a cross-encoder scores the pair, it has no sentence vectors)")
     if config.loss is not None and config.loss not in RERANK_LOSSES:
         raise UsageError(f"unknown --loss {config.loss!r} for train rerank (expected one of {', '.join(RERANK_LOSSES)})")
+    rerank_set(config)
+    check_config(replace(config, method="cosent", loss=None))  # the same checks on numbers, files and the target as train cosent
+
+
+def rerank_set(config: TrainConfig) -> TrainSet:
+    """The one --train FILE[:SPLIT] of scored pairs that train rerank reads, parsed as train cosent parses its sets."""
     specs = [config.train] if isinstance(config.train, (str, Path)) else list(config.train)
     if len(specs) != 1 or "@" in str(specs[0]):
         raise UsageError("train rerank reads one --train FILE[:SPLIT] of scored pairs (no @METHOD)")
-    check_config(replace(config, method="cosent", loss=None))  # the same checks on numbers, files and the target as train cosent
+    return parse_train_spec(specs[0], "cosent")
 
 
 def build_cross_encoder(base: str | None, max_length: int | None):
@@ -92,16 +98,17 @@ def training_arguments(config: TrainConfig, checkpoints: Path, precision: str, h
     )
 
 
-def rerank_record(config: TrainConfig, data: TrainingData, dev: StsData | None, trainer, curve: DevCurve, precision: str) -> dict[str, Any]:
+def rerank_record(
+    config: TrainConfig, train_set: TrainSet, data: TrainingData, dev: StsData | None, trainer, curve: DevCurve, precision: str
+) -> dict[str, Any]:
     """The training.json content (without wall times)."""
-    train_path = Path(str(config.train if isinstance(config.train, (str, Path)) else config.train[0]).split(":")[0])
     return {
         "format_version": 2,
         "method": RERANK,
         "kind": "cross-encoder",
         "base": model_reference(config.base),
         "data": {
-            "train": [{"path": str(train_path.resolve()), "sha256": sha256_of(train_path), "rows": len(data), **data.stats}],
+            "train": [{"path": str(train_set.path.resolve()), "split": train_set.split, "sha256": sha256_of(train_set.path), "rows": len(data), **data.stats}],
             "dev": None if dev is None else {"path": str(config.dev.resolve()), "sha256": sha256_of(config.dev), "pairs": len(dev), "name": dev.name},
         },
         "hyperparameters": {
@@ -123,11 +130,10 @@ def train_reranker(config: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     check_rerank_config(config)
     config = replace(with_method_defaults(config), loss=config.loss or "bce")
-    spec = config.train if isinstance(config.train, (str, Path)) else config.train[0]
-    path, _, split = str(spec).partition(":")
-    data = cosent_pairs(Path(path), config.max_score, split or "train")
+    train_set = rerank_set(config)
+    data = cosent_pairs(train_set.path, config.max_score, train_set.split)
     dev = load_dev(config.dev) if config.dev is not None else None
-    log.info(f"rerank: {len(data)} training pairs from {spec}" + (f"; {len(dev)} dev pairs from {config.dev}" if dev else ""))
+    log.info(f"rerank: {len(data)} training pairs from {train_set.path}:{train_set.split}" + (f"; {len(dev)} dev pairs from {config.dev}" if dev else ""))
     set_seed(config.seed)  # a new head is drawn when the model is built, before the trainer seeds itself
     model = build_cross_encoder(config.base, config.max_seq_length)
     precision = mixed_precision()
@@ -148,7 +154,7 @@ def train_reranker(config: TrainConfig) -> TrainResult:
         train_time = time.perf_counter() - train_started
         shutil.rmtree(checkpoints, ignore_errors=True)
         trainer.model.save(str(work))
-        record = rerank_record(config, data, dev, trainer, curve, precision)
+        record = rerank_record(config, train_set, data, dev, trainer, curve, precision)
         record["train_time_s"] = round(train_time, 2)
         record["wall_time_s"] = round(time.perf_counter() - started, 2)
         (work / TRAINING_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
