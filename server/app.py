@@ -1,4 +1,4 @@
-"""The FastAPI app: search, encode, OpenAI-compatible embeddings, document writes, reloads, health and metrics."""
+"""The FastAPI app: search, encode, OpenAI-compatible embeddings, re-ranking, document writes, reloads, health and metrics."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from common.corpus import CorpusSpec
+from common.reranker import Reranker
 from errors import SimsearchError
 from index import lexical
 from index.fusion import SearchOptions
@@ -28,7 +29,7 @@ from index.search import unknown_fields
 from index.update import add_documents, remove_documents
 from server import models as m
 from server.auth import BearerAuth, BodyLimit
-from server.batching import BatchFailed, MicroBatcher, RequestFailed, SearchSpec
+from server.batching import BatchFailed, EncoderBatcher, RequestFailed, RerankBatcher, SearchSpec
 from server.config import ServeConfig
 from server.http_errors import ApiError
 from server.metrics import Metrics, MetricsMiddleware
@@ -38,13 +39,15 @@ log = logging.getLogger("simsearch.serve")
 
 
 class Service:
-    """What the endpoints share: config, the index registry, one micro-batcher per encoder, metrics, write locks."""
+    """What the endpoints share: config, the index registry, the re-rankers, one micro-batcher per model, metrics, write locks."""
 
-    def __init__(self, config: ServeConfig, registry: Registry) -> None:
+    def __init__(self, config: ServeConfig, registry: Registry, rerankers: dict[str, Reranker]) -> None:
         self.config = config
         self.registry = registry
+        self.rerankers = rerankers
         self.metrics = Metrics()
-        self.batchers: dict[EncoderKey, MicroBatcher] = {}
+        self.batchers: dict[EncoderKey, EncoderBatcher] = {}
+        self.rerank_batchers: dict[str, RerankBatcher] = {}
         self.locks = {name: asyncio.Lock() for name in registry.entries}  # one write/reload at a time per index
         self.writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="write")
         self.started = time.time()
@@ -57,13 +60,37 @@ class Service:
             raise ApiError(404, f"no index named {name!r} (served: {', '.join(self.registry.entries)})")
         return self.registry.entries[name]
 
-    def batcher(self, key: EncoderKey) -> MicroBatcher:
+    def batcher(self, key: EncoderKey) -> EncoderBatcher:
         """The batcher of an encoder, started on first use (a reload may bring a new model)."""
         if key not in self.batchers:
             c = self.config
-            self.batchers[key] = MicroBatcher(self.registry.encoders[key], c.max_batch, c.max_wait_ms / 1000, c.batch_timeout_s, self.metrics)
+            self.batchers[key] = EncoderBatcher(self.registry.encoders[key], c.max_batch, c.max_wait_ms / 1000, c.batch_timeout_s, self.metrics)
             self.batchers[key].start()
         return self.batchers[key]
+
+    def rerank_batcher(self, name: str) -> RerankBatcher:
+        """The batcher of a served re-ranker (started with the app)."""
+        if name not in self.rerank_batchers:
+            c = self.config
+            self.rerank_batchers[name] = RerankBatcher(self.rerankers[name], c.max_batch, c.max_wait_ms / 1000, c.batch_timeout_s, self.metrics)
+            self.rerank_batchers[name].start()
+        return self.rerank_batchers[name]
+
+    def reranker_name(self, name: str | None, field: str) -> str:
+        """A served re-ranker by folder name (or model reference); None → the first; 404 naming the served ones."""
+        if not self.rerankers:
+            raise ApiError(404, f"{field}: no re-ranker is served; start the server with --rerank-model DIR (`simsearch train rerank` makes one)")
+        if name is None:
+            return next(iter(self.rerankers))
+        for served, reranker in self.rerankers.items():
+            if name in (served, reranker.name):
+                return served
+        raise ApiError(404, f"{field}: no re-ranker named {name!r} (served: {', '.join(self.rerankers)})")
+
+    def check_pairs(self, pairs: int, field: str, status: int = 400) -> None:
+        """A request may have at most max_rerank_pairs (query, text) pairs scored."""
+        if pairs > self.config.max_rerank_pairs:
+            raise ApiError(status, f"{field}: {pairs} pairs to re-rank exceed the limit of {self.config.max_rerank_pairs} per request", limit="max_rerank_pairs")
 
     def model_id(self, key: EncoderKey) -> str:
         """A served encoder's model id: the model reference, with `@backend` when the model is served on more than one backend."""
@@ -114,7 +141,15 @@ class Service:
             raise ApiError(400, f"candidates: {body.candidates} exceeds the limit of {self.config.max_k}", limit="max_k")
         if body.mode in ("lexical", "hybrid") and not served.index.store.has_lexical:
             raise ApiError(400, f"mode: index {served.name!r} {lexical.missing('DIR')}")
-        return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates)
+        return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates, body.rerank_top)
+
+    def search_reranker(self, body: m.SearchRequest) -> Reranker | None:
+        """The re-ranker a search names, within the pair limit (queries × rerank_top), or None."""
+        if body.rerank is None:
+            return None
+        name = self.reranker_name(body.rerank, "rerank")
+        self.check_pairs(len(body.queries) * body.rerank_top, "queries × rerank_top")
+        return self.rerankers[name]
 
     def require_writes(self) -> None:
         if not self.config.writable:
@@ -124,9 +159,25 @@ class Service:
     async def search(self, served: Served, body: m.SearchRequest) -> dict:
         texts = self.check_texts(body.queries, "queries")
         self.check_k(body.k, served)
-        spec = SearchSpec(served.index, body.k, self.check_where(body.where, served), self.search_options(body, served))
+        spec = SearchSpec(served.index, body.k, self.check_where(body.where, served), self.search_options(body, served), self.search_reranker(body))
         hits = await self.batcher(served.encoder_key).search(texts, spec)
         return {"index": served.name, "results": [{"query": q, "hits": [h.to_json() for h in row]} for q, row in zip(texts, hits)]}
+
+    async def rerank(self, body: m.RerankRequest) -> list[dict]:
+        """Each text's score against the query, best first (`top_n` of them), as TEI's /rerank answers."""
+        name = self.reranker_name(body.model, "model")
+        c = self.config
+        if len(body.texts) > c.max_queries:
+            raise ApiError(413, f"texts: {len(body.texts)} texts exceed the limit of {c.max_queries} per request", limit="max_queries")
+        self.check_pairs(len(body.texts), "texts", status=413)
+        for field, text in [("query", body.query), *((f"texts[{i}]", t) for i, t in enumerate(body.texts))]:
+            if len(text) > c.max_text_chars:
+                raise ApiError(413, f"{field}: {len(text)} characters exceed the limit of {c.max_text_chars}", limit="max_text_chars")
+            if not text.strip():
+                raise ApiError(422, f"{field}: is empty")
+        scores = await self.rerank_batcher(name).score([(body.query, text) for text in body.texts])
+        order = sorted(range(len(body.texts)), key=lambda i: -scores[i])[: body.top_n]
+        return [{"index": i, "score": float(scores[i]), **({"text": body.texts[i]} if body.return_text else {})} for i in order]
 
     async def encode(self, texts: Sequence[str], model: str | None, field: str) -> tuple[EncoderKey, np.ndarray]:
         key = self.model_key(model)
@@ -208,25 +259,27 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
-    """The HTTP app over loaded indexes; batchers and the manifest watcher run while it is served."""
-    service = Service(config, registry)
+def create_app(config: ServeConfig, registry: Registry, rerankers: dict[str, Reranker] | None = None) -> FastAPI:
+    """The HTTP app over loaded indexes (and re-rankers by name); batchers and the manifest watcher run while it is served."""
+    service = Service(config, registry, rerankers or {})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         for key in registry.encoders:
             service.batcher(key)
+        for name in service.rerankers:
+            service.rerank_batcher(name)
         watcher = asyncio.get_running_loop().create_task(service.watch())
         yield
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-        for batcher in service.batchers.values():
+        for batcher in [*service.batchers.values(), *service.rerank_batchers.values()]:
             await batcher.stop()
         service.writer.shutdown(wait=True)
 
     app = FastAPI(title="simsearch", summary="Sentence-embedding search over FAISS index folders", lifespan=lifespan)
     app.state.service = service
-    errors = {400: {"model": m.ErrorBody}, 404: {"model": m.ErrorBody}, 422: {"model": m.ErrorBody}, 503: {"model": m.ErrorBody}}
+    errors = {status: {"model": m.ErrorBody} for status in (400, 404, 413, 422, 503)}
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -253,8 +306,10 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
     async def readyz():
         """Readiness: every index and model loaded, every batch worker running, and every served folder still on disk."""
         missing = registry.missing()
-        ready = bool(registry.entries) and all(b.alive for b in service.batchers.values()) and len(service.batchers) >= len(registry.encoders) and not missing
-        body = m.Ready(ready=ready, indexes=len(registry.entries), models=len(registry.encoders), missing=missing)
+        workers = [*service.batchers.values(), *service.rerank_batchers.values()]
+        started = len(service.batchers) >= len(registry.encoders) and len(service.rerank_batchers) == len(service.rerankers)
+        ready = bool(registry.entries) and all(b.alive for b in workers) and started and not missing
+        body = m.Ready(ready=ready, indexes=len(registry.entries), models=len(registry.encoders), rerankers=len(service.rerankers), missing=missing)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     @app.get("/indexes", response_model=m.IndexList, tags=["indexes"])
@@ -284,6 +339,11 @@ def create_app(config: ServeConfig, registry: Registry) -> FastAPI:
             np.save(buffer, vectors, allow_pickle=False)
             return Response(buffer.getvalue(), media_type="application/octet-stream")
         return {"model": service.model_id(key), "dim": int(vectors.shape[1]), "vectors": vectors.tolist()}
+
+    @app.post("/rerank", response_model=list[m.RerankHit], response_model_exclude_none=True, responses=errors, tags=["rerank"])
+    async def rerank(body: m.RerankRequest):
+        """Score each text against the query with a served cross-encoder; best first (TEI's /rerank shape, plus `top_n` and `model`)."""
+        return await service.rerank(body)
 
     @app.post("/v1/embeddings", response_model=m.EmbeddingsResponse, responses=errors, tags=["openai"])
     async def embeddings(body: m.EmbeddingsRequest):

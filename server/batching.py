@@ -1,13 +1,13 @@
-"""Micro-batching: concurrent encode/search requests share one encoder call and one FAISS search per group.
+"""Micro-batching: concurrent encode/search requests share one encoder call and one FAISS search per group; /rerank requests one cross-encoder call.
 
-One worker per encoder takes queued requests in arrival order, at most `max_batch`
-texts at a time, and runs them in a thread. It never waits when only one request
+One worker per model takes queued requests in arrival order, at most `max_batch`
+texts (or pairs) at a time, and runs them in a thread. It never waits when only one request
 is queued (a lone client pays no batching delay); while others are queued it may
 wait up to `max_wait` from the oldest request's arrival for the batch to fill.
 A batch that exceeds `timeout` fails its own requests (503). A batch that raises is
-answered request by request: each is computed on its own, so a request the encoder
+answered request by request: each is computed on its own, so a request the model
 cannot process fails alone (`RequestFailed`, 422) and its batch-mates get their
-answers; only when the encoder fails a probe text too is it broken (503).
+answers; only when the model fails a probe too is it broken (503).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.encoder import Encoder
+from common.reranker import Reranker
 from index.fusion import SearchOptions
 from index.search import Hit, SearchIndex, Where
 from server.metrics import Metrics
@@ -34,17 +35,18 @@ log = logging.getLogger("simsearch.serve")
 # passes pad little: on 2 CPU cores (torch, all-MiniLM-L6-v2, short queries) 32 texts cost 2.7 ms each in
 # passes of 8 against 4.2 ms in one pass of 32 (docs/benchmarks.md, "Serving").
 ENCODE_BATCH = 8
+RERANK_BATCH = 16  # pairs per cross-encoder forward pass (pairs are longer than queries)
 
 
-PROBE_TEXT = "probe"  # what a failed request is checked against: the encoder works if it can encode this
+PROBE_TEXT = "probe"  # what a failed request is checked against: the model works if it handles this (as a text or a pair)
 
 
 class BatchFailed(Exception):
-    """The encoder timed out or is broken (it failed a probe text too): 503, the service itself keeps running."""
+    """The model timed out or is broken (it failed a probe too): 503, the service itself keeps running."""
 
 
 class RequestFailed(Exception):
-    """This request's own texts made the encoder (or search) fail while a probe text works: 422, other requests are unaffected."""
+    """This request's own texts made the model (or search) fail while a probe works: 422, other requests are unaffected."""
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,16 @@ class SearchSpec:
     k: int
     where: Where | None
     options: SearchOptions = SearchOptions()
+    reranker: Reranker | None = None  # re-orders the first `options.rerank_top` hits of each query
 
-    def group(self) -> tuple[int, int, tuple[tuple[str, str], ...], SearchOptions]:
+    def group(self) -> tuple[int, int, tuple[tuple[str, str], ...], SearchOptions, int]:
         """Requests with equal groups are answered by one search call."""
-        return id(self.index), self.k, tuple(sorted((self.where or {}).items())), self.options
+        return id(self.index), self.k, tuple(sorted((self.where or {}).items())), self.options, id(self.reranker)
 
 
 @dataclass
 class Job:
-    texts: list[str]
+    texts: list[Any]  # the texts to encode, or the (query, text) pairs to score
     search: SearchSpec | None
     future: asyncio.Future
     queued: float = field(default_factory=time.perf_counter)
@@ -75,10 +78,11 @@ def describe(exc: BaseException) -> str:
 
 
 class MicroBatcher:
-    """Queue + one worker for one encoder; `encode` and `search` return this request's share of a batch."""
+    """Queue + one worker for one model; subclasses say how a batch is computed and how the model is probed."""
 
-    def __init__(self, encoder: Encoder, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
-        self.encoder = encoder
+    model_kind = "model"  # how errors name it
+
+    def __init__(self, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.timeout_s = timeout_s
@@ -102,13 +106,7 @@ class MicroBatcher:
     def alive(self) -> bool:
         return self._worker is not None and not self._worker.done()
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return await self._submit(list(texts), None)
-
-    async def search(self, texts: Sequence[str], spec: SearchSpec) -> list[list[Hit]]:
-        return await self._submit(list(texts), spec)
-
-    async def _submit(self, texts: list[str], spec: SearchSpec | None) -> Any:
+    async def _submit(self, texts: list[Any], spec: SearchSpec | None) -> Any:
         job = Job(texts, spec, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._arrived.set()
@@ -171,11 +169,11 @@ class MicroBatcher:
         return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._threads, func, *args), self.timeout_s)
 
     def _fail(self, jobs: list[Job], reason: str) -> None:
-        """Answer `jobs` with 503: the encoder timed out or is broken."""
+        """Answer `jobs` with 503: the model timed out or is broken."""
         log.error("%d request(s) failed: %s", len(jobs), reason)
         for job in jobs:
             if not job.future.done():
-                job.future.set_exception(BatchFailed(f"the encoder batch failed ({reason}); retry"))
+                job.future.set_exception(BatchFailed(f"the {self.model_kind} batch failed ({reason}); retry"))
 
     async def _answer_alone(self, batch: list[Job], batch_error: Exception) -> None:
         """After a failed batch: compute each request on its own, so that only the request at fault fails."""
@@ -196,15 +194,42 @@ class MicroBatcher:
             await self._blame(job, batch_error)
 
     async def _blame(self, job: Job, error: Exception) -> None:
-        """`job` failed on its own: its texts are at fault (422) when the encoder still encodes a probe text, else it is broken (503)."""
+        """`job` failed on its own: its texts are at fault (422) when the model still handles a probe, else it is broken (503)."""
         try:
-            await self._in_thread(self.encoder.encode, [PROBE_TEXT], 1, False)
-        except Exception as probe_error:  # noqa: BLE001 - the encoder itself is failing
+            await self._in_thread(self._probe)
+        except Exception as probe_error:  # noqa: BLE001 - the model itself is failing
             self._fail([job], f"{describe(error)}; a probe text fails too: {describe(probe_error)}")
             return
-        log.warning("request of %d text(s) failed on its own, encoder healthy: %s", len(job.texts), describe(error))
+        log.warning("request of %d item(s) failed on its own, %s healthy: %s", len(job.texts), self.model_kind, describe(error))
         if not job.future.done():
-            job.future.set_exception(RequestFailed(f"the encoder could not process this request's texts ({describe(error)})"))
+            job.future.set_exception(RequestFailed(f"the {self.model_kind} could not process this request's texts ({describe(error)})"))
+
+    def _probe(self) -> None:
+        """In a thread: raise if the model cannot handle a trivial input."""
+        raise NotImplementedError
+
+    def _compute(self, batch: list[Job]) -> list[Any]:
+        """In a thread: each job's result, in order."""
+        raise NotImplementedError
+
+
+class EncoderBatcher(MicroBatcher):
+    """One encoder's queue; `encode` and `search` return this request's share of a batch."""
+
+    model_kind = "encoder"
+
+    def __init__(self, encoder: Encoder, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
+        super().__init__(max_batch, max_wait_s, timeout_s, metrics)
+        self.encoder = encoder
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return await self._submit(list(texts), None)
+
+    async def search(self, texts: Sequence[str], spec: SearchSpec) -> list[list[Hit]]:
+        return await self._submit(list(texts), spec)
+
+    def _probe(self) -> None:
+        self.encoder.encode([PROBE_TEXT], 1, False)
 
     def _compute(self, batch: list[Job]) -> list[Any]:
         """In a thread: one encoder call for every text of the batch, then one search per (index, k, where) group."""
@@ -218,7 +243,29 @@ class MicroBatcher:
         for positions in groups.values():
             spec = batch[positions[0]].search
             texts = [text for p in positions for text in batch[p].texts]
-            hits = spec.index.search_embedded(texts, np.concatenate([results[p] for p in positions]), spec.k, spec.where, spec.options)
+            hits = spec.index.search_embedded(texts, np.concatenate([results[p] for p in positions]), spec.k, spec.where, spec.options, spec.reranker)
             for p in positions:
                 results[p], hits = hits[: len(batch[p].texts)], hits[len(batch[p].texts) :]
         return results
+
+
+class RerankBatcher(MicroBatcher):
+    """One cross-encoder's queue; `score` returns the scores of this request's (query, text) pairs, computed with its batch-mates'."""
+
+    model_kind = "re-ranker"
+
+    def __init__(self, reranker: Reranker, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
+        super().__init__(max_batch, max_wait_s, timeout_s, metrics)
+        self.reranker = reranker
+
+    async def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        return await self._submit(list(pairs), None)
+
+    def _probe(self) -> None:
+        self.reranker.score_pairs([(PROBE_TEXT, PROBE_TEXT)], 1)
+
+    def _compute(self, batch: list[Job]) -> list[Any]:
+        """In a thread: one cross-encoder call for every pair of the batch."""
+        scores = self.reranker.score_pairs([pair for job in batch for pair in job.texts], RERANK_BATCH)
+        bounds = np.cumsum([0] + [len(job.texts) for job in batch])
+        return [scores[start:end] for start, end in zip(bounds[:-1], bounds[1:])]

@@ -23,6 +23,8 @@ def parse_size(text: str) -> int:
 
 @click.command(name="serve")
 @click.argument("folders", metavar="DIR...", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rerank-model", "rerankers", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A cross-encoder folder (`simsearch train rerank` makes one) for POST /rerank and /search's \"rerank\"; repeatable, addressed by folder name.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; a non-loopback one needs an API key or --insecure.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one, printed at start).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True, help="Most texts per micro-batch (1: batching off).")
@@ -33,6 +35,8 @@ def parse_size(text: str) -> int:
 @click.option("--workers-threads", "worker_threads", type=click.IntRange(min=1), default=None, help="torch/FAISS threads for encoding and search [default: all cores].")
 @click.option("--max-body", default="1M", show_default=True, help="Largest request body (413 beyond).")
 @click.option("--max-queries", type=click.IntRange(min=1), default=256, show_default=True, help="Most texts (queries, inputs, documents) per request.")
+@click.option("--max-rerank-pairs", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Most (query, text) pairs one request may have re-scored: /rerank texts, or /search queries × rerank_top.")
 @click.option("--max-text-chars", type=click.IntRange(min=1), default=10_000, show_default=True, help="Longest text in characters.")
 @click.option("--batch-timeout", "batch_timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds before a slow encoder batch fails its requests with 503.")
@@ -42,7 +46,7 @@ def parse_size(text: str) -> int:
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="Encoder runtime for every index [default: each index's own]; indexes with the same model and backend share one encoder.")
 def serve(folders: tuple[Path, ...], api_key_file: Path | None, max_body: str, **options) -> None:
-    """Serve index folders DIR... over HTTP: search, encode, OpenAI-compatible embeddings, document updates (docs/serving.md)."""
+    """Serve index folders DIR... over HTTP: search, encode, OpenAI-compatible embeddings, re-ranking, document updates (docs/serving.md)."""
     from server.config import check_config
     from server.service import run
 

@@ -18,6 +18,7 @@ class ServeConfig:
     """Served folders, bind address, micro-batching, request limits and security settings."""
 
     folders: tuple[Path, ...]
+    rerankers: tuple[Path, ...] = ()  # cross-encoder folders for /rerank and /search's "rerank", addressed by folder name
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch: int = 64  # texts per encoder call (one request with more runs alone)
@@ -28,6 +29,7 @@ class ServeConfig:
     max_queries: int = 256  # texts per search/encode request, documents per add
     max_text_chars: int = 10_000
     max_k: int = MAX_K
+    max_rerank_pairs: int = 2048  # (query, text) pairs one request may have re-scored: /rerank texts, /search queries × rerank_top
     batch_timeout_s: float = 30.0  # an encoder+search call slower than this fails its batch with 503
     reload_check_s: float = 1.0  # how often manifests are checked for external changes
     header_timeout_s: float = 10.0  # a request's headers must arrive within this (server.http_protocol)
@@ -70,10 +72,11 @@ def check_config(config: ServeConfig) -> None:
     """Refuse unsafe or impossible settings before anything loads."""
     if not config.folders:
         raise UsageError("give at least one index folder")
-    names = [folder.name for folder in config.folders]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UsageError(f"index folders must have distinct names (they address them in URLs): {', '.join(twice)} given twice")
+    for what, folders in (("index folders", config.folders), ("--rerank-model folders", config.rerankers)):
+        names = [folder.name for folder in folders]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UsageError(f"{what} must have distinct names (requests address them by name): {', '.join(twice)} given twice")
     if not is_loopback(config.host) and config.api_key is None and not config.insecure:
         raise UsageError(
             f"--host {config.host} is not a loopback address: set --api-key-file (or ${API_KEY_ENV}), or pass --insecure to serve it without a key"

@@ -45,10 +45,12 @@ class SearchRequest(Strict):
     rrf_k: int = Field(60, ge=1, description="The RRF constant: each side adds 1 / (rrf_k + rank).")
     alpha: float | None = Field(None, ge=0.0, le=1.0, description="fusion weighted: the dense side's weight (default: the index's, from the CJK share of its texts).")
     candidates: int | None = Field(None, ge=1, description="hybrid: hits read from each side before fusing (default max(50, k); at most the k limit).")
+    rerank: Text | None = Field(None, description="A served re-ranker (its --rerank-model folder name): re-scores each query's first rerank_top hits.")
+    rerank_top: int = Field(50, ge=1, description="rerank: how many first-stage hits the cross-encoder re-scores (queries × rerank_top at most max_rerank_pairs).")
 
 
 class Hit(BaseModel):
-    """The hit object `simsearch query --json` prints: the document's metadata fields, then id, score, text."""
+    """The hit object `simsearch query --json` prints: the document's metadata fields, then id, score, text (and rerank_score when re-ranked)."""
 
     model_config = ConfigDict(extra="allow")
     id: int
@@ -75,6 +77,24 @@ class EncodeResponse(BaseModel):
     model: str
     dim: int
     vectors: list[list[float]]
+
+
+class RerankRequest(Strict):
+    """TEI's /rerank body (query + texts), plus `top_n` and `model`."""
+
+    query: Text = Field(description="The query every text is scored against.")
+    texts: list[Text] = Field(min_length=1, description="The texts to score (at most max_queries and max_rerank_pairs).")
+    model: Text | None = Field(None, description="A served re-ranker's name (its folder name); default: the first --rerank-model.")
+    top_n: int | None = Field(None, ge=1, description="Answer only the n best texts.")
+    return_text: bool = Field(False, description="Include each text in its answer.")
+
+
+class RerankHit(BaseModel):
+    """One text's score: its position in the request's texts, the cross-encoder's score (0 to 1, higher is more related)."""
+
+    index: int
+    score: float
+    text: str | None = None
 
 
 class EmbeddingsRequest(BaseModel):
@@ -155,6 +175,7 @@ class Ready(BaseModel):
     ready: bool
     indexes: int
     models: int
+    rerankers: int = 0
     missing: list[str] = Field(default_factory=list, description="Served indexes whose folder is gone from disk (answered from memory).")
 
 

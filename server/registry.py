@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.encoder import Encoder
+from common.reranker import Reranker
 from index.manifest import MANIFEST_NAME, Manifest
 from index.search import SearchIndex
 from simsearch.api import index_encoder, open_index
@@ -22,6 +23,18 @@ EncoderFactory = Callable[[Manifest, str], Encoder]  # (manifest, backend) → t
 def make_index_encoder(manifest: Manifest, backend: str) -> Encoder:
     """The index's model on `backend` (the default factory)."""
     return index_encoder(manifest, backend=backend)
+
+
+def load_rerankers(folders: Sequence[Path]) -> dict[str, Reranker]:
+    """The `--rerank-model` cross-encoders by folder name, in order (a sentence encoder's folder is refused in one line)."""
+    from embedder.reranking import load_reranker
+
+    rerankers = {folder.name: load_reranker(str(folder)) for folder in folders}
+    for name, reranker in rerankers.items():
+        log.info("loaded re-ranker %s (%s)", name, reranker.name)
+    return rerankers
+
+
 Stamp = tuple[int, int, int]
 
 

@@ -59,17 +59,19 @@ def run(config: ServeConfig) -> None:
     import uvicorn
 
     from server.app import create_app
-    from server.registry import Registry
+    from server.registry import Registry, load_rerankers
 
     check_config(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_threads(config.worker_threads)
+    rerankers = load_rerankers(config.rerankers)  # first: a wrong folder fails before the indexes load
     registry = Registry.load(config.folders, backend=config.backend)
-    app = create_app(config, registry)
+    app = create_app(config, registry, rerankers)
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"serving {', '.join(registry.entries)} on http://{shown}:{port} (docs at /docs)", file=sys.stderr, flush=True)
+    reranking = f", re-ranking with {', '.join(rerankers)}" if rerankers else ""
+    print(f"serving {', '.join(registry.entries)}{reranking} on http://{shown}:{port} (docs at /docs)", file=sys.stderr, flush=True)
     server = uvicorn.Server(server_settings(app, config))
     # uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown; with these handlers that ends in a normal return.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,8 +1,9 @@
-"""Shared fixtures: the bundled default model, a tiny BERT made here, and the shared data sets."""
+"""Shared fixtures: the bundled default model, a tiny BERT made here (and a cross-encoder trained from it), and the shared data sets."""
 
 from __future__ import annotations
 
 import os
+import random
 import re
 import resource
 import signal
@@ -70,6 +71,31 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def pairs(tmp_path_factory) -> Path:
+    """96 pairs in the tiny model's words, scored 0-5 by how many leading words the second sentence shares."""
+    rng = random.Random(0)
+    rows = ["s1\ts2\tscore"]
+    for _ in range(96):
+        words = [rng.choice(TINY_WORDS) for _ in range(5)]
+        kept = rng.randint(0, 5)
+        rows.append(f"{' '.join(words)}\t{' '.join(words[:kept] + [rng.choice(TINY_WORDS) for _ in range(5 - kept)])}\t{kept}")
+    path = tmp_path_factory.mktemp("rerank-data") / "pairs.tsv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reranker(tmp_path_factory, tiny_model_dir, pairs) -> Path:
+    """A cross-encoder trained from the tiny BERT on `pairs` (two epochs, a second)."""
+    from embedder.rerank_training import train_reranker
+    from embedder.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("reranker") / "r"
+    train_reranker(TrainConfig("rerank", pairs, out, base=str(tiny_model_dir), epochs=2, batch_size=8, lr=1e-2, show_progress=False))
+    return out
 
 
 def run_python(code: str) -> str:

@@ -18,20 +18,6 @@ from embedder.training import TRAINING_JSON, TrainConfig
 from errors import UsageError
 
 
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    """96 pairs in the tiny model's words, scored 0-5 by how many leading words the second sentence shares."""
-    rng = random.Random(0)
-    rows = ["s1\ts2\tscore"]
-    for _ in range(96):
-        words = [rng.choice(TINY_WORDS) for _ in range(5)]
-        kept = rng.randint(0, 5)
-        rows.append(f"{' '.join(words)}\t{' '.join(words[:kept] + [rng.choice(TINY_WORDS) for _ in range(5 - kept)])}\t{kept}")
-    path = tmp_path_factory.mktemp("rerank-data") / "pairs.tsv"
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
-
-
 def config(tmp_path: Path, base: Path, pairs: Path, **overrides) -> TrainConfig:
     settings = {"base": str(base), "dev": pairs, "epochs": 6, "batch_size": 8, "lr": 1e-2, "show_progress": False, **overrides}
     return TrainConfig("rerank", pairs, tmp_path / "reranker", **settings)
@@ -88,13 +74,6 @@ def test_the_same_seed_trains_the_same_reranker(tmp_path, tiny_model_dir, pairs)
     first, second = (train_reranker(config(tmp_path / name, tiny_model_dir, pairs, epochs=1, dev=None)) for name in ("a", "b"))
     texts = [("alpha beta gamma", "alpha beta delta"), ("alpha beta gamma", "zeta eta theta")]
     assert first.model.predict(texts).tolist() == second.model.predict(texts).tolist()
-
-
-@pytest.fixture(scope="module")
-def reranker(tmp_path_factory, tiny_model_dir, pairs) -> Path:
-    out = tmp_path_factory.mktemp("reranker") / "r"
-    train_reranker(TrainConfig("rerank", pairs, out, base=str(tiny_model_dir), epochs=2, batch_size=8, lr=1e-2, show_progress=False))
-    return out
 
 
 def test_eval_sts_scores_each_pair_with_a_cross_encoder_and_says_so(reranker, pairs, tiny_model_dir):

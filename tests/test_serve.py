@@ -68,10 +68,10 @@ def folders(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 
 
 @contextmanager
-def serving(config: ServeConfig, registry: Registry):
+def serving(config: ServeConfig, registry: Registry, rerankers: dict | None = None):
     """uvicorn in a thread on a free loopback port; yields the base URL; stops gracefully on exit."""
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(server_settings(create_app(config, registry), config))  # the settings `simsearch serve` runs with
+    server = uvicorn.Server(server_settings(create_app(config, registry, rerankers), config))  # the settings `simsearch serve` runs with
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -454,7 +454,7 @@ def test_a_served_folder_deleted_from_disk_is_reported_by_readyz_and_the_log(tmp
     folder = build(tmp_path / "doomed", write_corpus(tmp_path / "c.jsonl", SENTENCES), tiny_model_dir)
     config = ServeConfig(folders=(folder,), reload_check_s=0.1)
     with caplog.at_level(logging.INFO, logger="simsearch.serve"), serving(config, Registry.load([folder])) as url, httpx.Client(base_url=url, timeout=30) as client:
-        assert client.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "missing": []}
+        assert client.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "rerankers": 0, "missing": []}
         version = Path(os.path.realpath(folder))
         folder.unlink()
         shutil.rmtree(version)
@@ -507,30 +507,127 @@ def test_non_loopback_host_without_a_key_is_refused(folders, tmp_path):
     assert result.exit_code == 2 and "distinct names" in result.stderr
 
 
-def test_sigterm_during_load_lets_in_flight_requests_finish(folders, tmp_path):
+@pytest.fixture(scope="module")
+def reranking(folders, reranker):
+    """A keyed server over docs with the tiny cross-encoder served as "r"; small limits: 40 texts, 60 pairs per request."""
+    from server.registry import load_rerankers
+
+    config = config_for(folders, ("docs",), api_key=KEY, max_rerank_pairs=60, max_wait_ms=50, rerankers=(reranker,))
+    with serving(config, Registry.load([folders["docs"]]), load_rerankers([reranker])) as url:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
+            yield client
+
+
+def cross_scores(reranker: Path, query: str, texts: list[str]) -> list[float]:
+    """What plain sentence-transformers says of each (query, text) pair."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    return CrossEncoder(str(reranker)).predict([(query, text) for text in texts]).tolist()
+
+
+def test_rerank_answers_like_tei_with_the_scores_of_plain_cross_encoder(reranking, reranker):
+    query, texts = "a dog on the sofa", SENTENCES[:8]
+    want = cross_scores(reranker, query, texts)
+    best_first = sorted(range(8), key=lambda i: -want[i])
+    full = reranking.post("/rerank", json={"query": query, "texts": texts})
+    assert full.status_code == 200 and [hit["index"] for hit in full.json()] == best_first
+    assert [hit["score"] for hit in full.json()] == pytest.approx([want[i] for i in best_first], abs=1e-5)
+    assert all(set(hit) == {"index", "score"} for hit in full.json())
+    top = reranking.post("/rerank", json={"query": query, "texts": texts, "top_n": 3, "return_text": True, "model": "r"}).json()
+    assert [(hit["index"], hit["text"]) for hit in top] == [(i, texts[i]) for i in best_first[:3]]
+    assert httpx.post(str(reranking.base_url.join("/rerank")), json={"query": query, "texts": texts}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"query": "a dog", "texts": ["a cat"] * 41}, 413, "texts: 41 texts exceed the limit of 40 per request"),
+        ({"query": "a dog", "texts": ["a cat " * 60]}, 413, "max_text_chars"),
+        ({"query": "a dog", "texts": ["a cat", "  "]}, 422, "texts[1]: is empty"),
+        ({"query": "", "texts": ["a cat"]}, 422, "query: is empty"),
+        ({"query": "a dog", "texts": []}, 422, "body.texts"),
+        ({"query": "a dog", "texts": ["a cat"], "top_n": 0}, 422, "body.top_n"),
+        ({"query": "a dog", "texts": ["a cat"], "model": "nope"}, 404, "model: no re-ranker named 'nope' (served: "),
+        ({"query": "a dog", "documents": ["a cat"]}, 422, "body.documents"),
+    ],
+)
+def test_every_bad_rerank_request_has_its_status(reranking, body, status, fragment):
+    response = reranking.post("/rerank", json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["detail"] + str(response.json().get("limit"))
+
+
+def test_search_reranks_its_first_stage_with_a_served_cross_encoder(reranking, reranker, folders, keyed):
+    body = reranking.post("/search", json={"queries": QUERIES[:2], "k": 3, "rerank": "r", "rerank_top": 6}).json()
+    for query, result in zip(QUERIES[:2], body["results"]):
+        first_stage = expected_hits(folders["docs"], [query], 6)[0]
+        want = cross_scores(reranker, query, [h["text"] for h in first_stage])
+        order = sorted(range(6), key=lambda i: -want[i])[:3]
+        assert [h["id"] for h in result["hits"]] == [first_stage[i]["id"] for i in order]
+        assert [h["rerank_score"] for h in result["hits"]] == pytest.approx([want[i] for i in order], abs=1e-5)
+        assert [h["score"] for h in result["hits"]] == pytest.approx([first_stage[i]["score"] for i in order], abs=1e-5)
+    too_many = reranking.post("/search", json={"queries": QUERIES, "rerank": "r", "rerank_top": 11})
+    assert too_many.status_code == 400 and too_many.json()["limit"] == "max_rerank_pairs" and "66 pairs" in too_many.json()["detail"]
+    none_served = keyed.post("/search", json={"queries": ["a dog"], "rerank": "r"})
+    assert none_served.status_code == 404 and "start the server with --rerank-model DIR" in none_served.json()["detail"]
+    assert reranking.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "rerankers": 1, "missing": []}
+
+
+def test_concurrent_rerank_requests_share_batches_and_get_their_own_scores(folders, reranker):
+    from server.registry import load_rerankers
+
+    queries = [f"{a} {b}" for a in ("the dog", "a cat", "stocks", "a red car") for b in ("sleeps", "is fast", "fell", "eats")]
+    want = {q: cross_scores(reranker, q, SENTENCES) for q in queries}
+    with serving(config_for(folders, ("docs",), max_wait_ms=50), Registry.load([folders["docs"]]), load_rerankers([reranker])) as url:
+
+        async def everyone():
+            async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=16)) as http:
+                return await asyncio.gather(*(http.post("/rerank", json={"query": q, "texts": SENTENCES}) for q in queries))
+
+        responses = asyncio.run(everyone())
+        metrics = httpx.get(f"{url}/metrics").text
+    for query, response in zip(queries, responses):
+        scores = {hit["index"]: hit["score"] for hit in response.json()}
+        assert [scores[i] for i in range(len(SENTENCES))] == pytest.approx(want[query], abs=1e-5)
+    assert float(metric(metrics, "simsearch_batch_requests_sum")) == 16
+    assert float(metric(metrics, "simsearch_batch_requests_count")) < 16  # some requests shared a cross-encoder call
+
+
+def test_serve_refuses_a_sentence_encoder_as_rerank_model(folders, tiny_model_dir, reranker):
+    result = CliRunner().invoke(main, ["serve", str(folders["docs"]), "--rerank-model", str(tiny_model_dir)])
+    assert result.exit_code == 2 and result.stderr.strip().startswith(f"Error: {tiny_model_dir}: not a cross-encoder (a re-ranker) but a sentence encoder")
+    result = CliRunner().invoke(main, ["serve", str(folders["docs"]), "--rerank-model", str(reranker), "--rerank-model", str(reranker)])
+    assert result.exit_code == 2 and "--rerank-model folders must have distinct names" in result.stderr
+
+
+def test_sigterm_during_load_lets_in_flight_requests_finish(folders, reranker, tmp_path):
     log = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SIMSEARCH_API_KEY": KEY}
+    command = [sys.executable, "-m", "cli", "serve", str(folders["docs"]), "--port", "0", "--max-batch", "8", "--rerank-model", str(reranker)]
     with log.open("w") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "cli", "serve", str(folders["docs"]), "--port", "0", "--max-batch", "8"], cwd=ROOT, env=env, stderr=sink)
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=sink)
     try:
         deadline = time.monotonic() + 60
-        while "serving docs on" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+        started = "serving docs, re-ranking with r on "
+        while started not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        url = log.read_text().split("serving docs on ")[1].split()[0]
+        url = log.read_text().split(started)[1].split()[0]
         headers = {"Authorization": f"Bearer {KEY}"}
         queries = [f"{q} {i}" for i in range(40) for q in ("a dog", "the man")][:40]
 
         async def in_flight():
             async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
-                assert (await http.get("/readyz")).json()["ready"]
+                warm = await asyncio.gather(*(http.get("/readyz") for _ in range(16)))  # 16 open connections: the requests below are sent at once
+                assert all(r.json()["ready"] for r in warm)
                 requests = [asyncio.ensure_future(http.post("/search", json={"queries": queries, "k": 5})) for _ in range(12)]
+                requests += [asyncio.ensure_future(http.post("/rerank", json={"query": "a dog", "texts": queries})) for _ in range(4)]
                 await asyncio.sleep(0.15)
                 process.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*requests)
 
         responses = asyncio.run(in_flight())
-        assert [r.status_code for r in responses] == [200] * 12
-        assert all(len(r.json()["results"]) == 40 for r in responses)
+        assert [r.status_code for r in responses] == [200] * 16
+        assert all(len(r.json()["results"]) == 40 for r in responses[:12]) and all(len(r.json()) == 40 for r in responses[12:])
         assert process.wait(timeout=30) == 0
         assert "stopped" in log.read_text() and "Traceback" not in log.read_text()
     finally:
