@@ -20,7 +20,7 @@ from embedder.training_methods import METHODS, RERANK
 def train(
     method: str, train_sets: tuple[str, ...], dev: Path | None, base: str | None, output: Path, epochs: int | None, batch_size: int | None, lr: float | None,
     max_seq_length: int | None, pooling: str | None, seed: int, eval_steps: int | None, max_score: float | None, sampler: str, matryoshka: str | None,
-    seeds: int, average: bool, search: str | None, trials: int | None, loss: str | None, overwrite: bool,
+    seeds: int, average: bool, search: str | None, trials: int | None, loss: str | None, overwrite: bool, resume: bool,
 ) -> None:
     import logging
 
@@ -33,7 +33,7 @@ def train(
     config = TrainConfig(
         method, train_sets, output, dev=dev, base=base, epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
         pooling=pooling, seed=seed, eval_steps=eval_steps, max_score=max_score, sampler=sampler,
-        matryoshka=parse_dims(matryoshka) if matryoshka else (), loss=loss, overwrite=overwrite,
+        matryoshka=parse_dims(matryoshka) if matryoshka else (), loss=loss, overwrite=overwrite, resume=resume,
     )
     run_training(config, RunPlan(seeds, average, search, trials))
 

@@ -129,7 +129,8 @@ test) with METHOD (default: the command's), all sets in one run (--sampler picks
 With --dev (STS pairs; a file with a split column gives its dev split), the model is
 scored (Spearman) at the start, every --eval-steps (default: each epoch) and at the end,
 and the best checkpoint is the one saved. --seeds, --average and --search train several
-runs and keep the best on dev; they resume from .OUT.work/ when run again. All input is
+runs and keep the best on dev; they resume from .OUT.work/ when run again. train rerank
+keeps its checkpoints there: --resume continues an interrupted run. All input is
 validated before training starts.
 
 \b
@@ -175,6 +176,8 @@ def reduce_options(func):
 
 def train_options(func):
     """The options of `simsearch train` (everything but METHOD)."""
+    func = click.option("--resume", is_flag=True,
+                        help="rerank: continue from the last checkpoint (each dev evaluation, else epoch) that an interrupted run of the same command left in .OUT.work/.")(func)
     func = click.option("--overwrite", is_flag=True, help="Replace an existing OUT (only once the new model is complete).")(func)
     func = click.option("--loss", type=click.Choice(RERANK_LOSSES), default=None,
                         help="rerank: bce (BinaryCrossEntropyLoss on scores scaled to [0, 1] or 0/1 labels) or mse (MSELoss on the sigmoid). [default: bce]")(func)

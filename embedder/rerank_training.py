@@ -4,7 +4,8 @@ The data are the pairs `train cosent` reads (embedder.training_data.cosent_pairs
 divided by --max-score, or 0/1 labels); the loss, schedule and checkpointing are the
 library's. The base is a cross-encoder folder (trained further) or a bi-encoder, whose
 transformer gets a new one-label head (by default the bundled all-MiniLM-L6-v2). The output
-is a plain `CrossEncoder` folder plus `training.json`, written atomically.
+is a plain `CrossEncoder` folder plus `training.json`, written atomically. Checkpoints (with
+the optimizer's state) wait in `.OUT.work/` beside it, so `--resume` continues an interrupted run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_folder
+from common.atomic import atomic_folder, remove_own
 from common.hashing import sha256_of
 from common.progress import wants_progress
 from common.sts_data import StsData
@@ -27,6 +28,7 @@ from embedder.training import (
 )
 from embedder.training_data import TrainingData, TrainSet, cosent_pairs, parse_train_spec
 from embedder.training_methods import RERANK, RERANK_LOSSES
+from embedder.training_work import open_work
 from errors import UsageError
 
 log = logging.getLogger("simsearch.train")
@@ -43,7 +45,7 @@ def check_rerank_config(config: TrainConfig) -> None:
     if config.loss is not None and config.loss not in RERANK_LOSSES:
         raise UsageError(f"unknown --loss {config.loss!r} for train rerank (expected one of {', '.join(RERANK_LOSSES)})")
     rerank_set(config)
-    check_config(replace(config, method="cosent", loss=None))  # the same checks on numbers, files and the target as train cosent
+    check_config(replace(config, method="cosent", loss=None, resume=False))  # the same checks on numbers, files and the target as train cosent
 
 
 def rerank_set(config: TrainConfig) -> TrainSet:
@@ -79,16 +81,18 @@ def dev_evaluator(dev: StsData):
     return CrossEncoderCorrelationEvaluator(list(zip(dev.sentences1, dev.sentences2)), dev.scores.tolist(), name=DEV_NAME, write_csv=False)
 
 
-def training_arguments(config: TrainConfig, checkpoints: Path, precision: str, has_dev: bool):
-    """The trainer settings: schedule, seed, precision, and dev evaluation that keeps only the best checkpoint."""
+def training_arguments(config: TrainConfig, checkpoints: Path, precision: str, has_dev: bool, resumed: bool):
+    """The trainer settings: schedule, seed, precision, a checkpoint at each dev evaluation (or epoch) to resume from,
+    and with dev the best checkpoint kept (beside the last) and loaded at the end."""
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 
-    evaluation: dict[str, Any] = {"eval_strategy": "no", "save_strategy": "no"}
+    evaluation: dict[str, Any] = {"eval_strategy": "no", "save_strategy": "epoch", "save_total_limit": 1}
     if has_dev:
+        strategy = "steps" if config.eval_steps else "epoch"
         evaluation = {
-            "eval_strategy": "steps" if config.eval_steps else "epoch", "eval_steps": config.eval_steps, "eval_on_start": True,
-            "save_strategy": "best", "metric_for_best_model": DEV_METRIC, "greater_is_better": True,
-            "load_best_model_at_end": True, "save_only_model": True, "save_total_limit": 1,
+            "eval_strategy": strategy, "eval_steps": config.eval_steps, "eval_on_start": not resumed,
+            "save_strategy": strategy, "save_steps": config.eval_steps, "metric_for_best_model": DEV_METRIC, "greater_is_better": True,
+            "load_best_model_at_end": True, "save_total_limit": 2,
         }
     return CrossEncoderTrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
@@ -98,8 +102,28 @@ def training_arguments(config: TrainConfig, checkpoints: Path, precision: str, h
     )
 
 
+def resume_point(checkpoints: Path, resume: bool) -> str | None:
+    """With --resume, the last checkpoint an interrupted run of this command left (None: start afresh); without, a left-over one is discarded."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume:
+        log.info(f"resuming from {last}" if last else f"--resume: no checkpoint in {checkpoints}; training from the start")
+        return last
+    if checkpoints.exists():
+        log.info(f"discarding the checkpoints of an interrupted run in {checkpoints} (--resume would continue it)")
+        shutil.rmtree(checkpoints)
+    return None
+
+
+def dev_points(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Every dev evaluation of the run, a resumed run's earlier ones included (the trainer's state keeps its log)."""
+    return [{"step": e["step"], "epoch": round(e.get("epoch") or 0.0, 4), "spearman": float(e[DEV_METRIC])} for e in log_history if DEV_METRIC in e]
+
+
 def rerank_record(
-    config: TrainConfig, train_set: TrainSet, data: TrainingData, dev: StsData | None, trainer, curve: DevCurve, precision: str
+    config: TrainConfig, train_set: TrainSet, data: TrainingData, dev: StsData | None, trainer, curve: DevCurve, precision: str,
+    resumed_from: int | None,
 ) -> dict[str, Any]:
     """The training.json content (without wall times)."""
     return {
@@ -117,6 +141,7 @@ def rerank_record(
             "precision": precision,
         },
         "seed": config.seed,
+        "resumed_from_step": resumed_from,
         **run_outcome(trainer, curve, dev is not None),
     }
 
@@ -138,26 +163,30 @@ def train_reranker(config: TrainConfig) -> TrainResult:
     model = build_cross_encoder(config.base, config.max_seq_length)
     precision = mixed_precision()
     curve = DevCurve(DEV_METRIC)
-    with atomic_folder(config.output, config.overwrite) as work:
-        checkpoints = work / "checkpoints"
-        trainer = CrossEncoderTrainer(
-            model=model,
-            args=training_arguments(config, checkpoints, precision, dev is not None),
-            train_dataset=Dataset.from_dict(data.columns),
-            loss=make_rerank_loss(config.loss, model),
-            evaluator=dev_evaluator(dev) if dev is not None else None,
-            callbacks=[curve],
-        )
-        trainer.remove_callback(PrinterCallback)
-        train_started = time.perf_counter()
-        trainer.train()
-        train_time = time.perf_counter() - train_started
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        trainer.model.save(str(work))
-        record = rerank_record(config, train_set, data, dev, trainer, curve, precision)
+    work = open_work(config, {})
+    checkpoints = work / "checkpoints"
+    resume_from = resume_point(checkpoints, config.resume)
+    trainer = CrossEncoderTrainer(
+        model=model,
+        args=training_arguments(config, checkpoints, precision, dev is not None, resume_from is not None),
+        train_dataset=Dataset.from_dict(data.columns),
+        loss=make_rerank_loss(config.loss, model),
+        evaluator=dev_evaluator(dev) if dev is not None else None,
+        callbacks=[curve],
+    )
+    trainer.remove_callback(PrinterCallback)
+    train_started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    train_time = time.perf_counter() - train_started
+    curve.points = dev_points(trainer.state.log_history)
+    resumed_from = int(Path(resume_from).name.rsplit("-", 1)[1]) if resume_from else None
+    with atomic_folder(config.output, config.overwrite) as out:
+        trainer.model.save(str(out))
+        record = rerank_record(config, train_set, data, dev, trainer, curve, precision, resumed_from)
         record["train_time_s"] = round(train_time, 2)
         record["wall_time_s"] = round(time.perf_counter() - started, 2)
-        (work / TRAINING_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    remove_own(work)
     if curve.points:
         log.info("dev Spearman by step:\n" + dev_table(curve.points, record["best_step"]))
     final = record["final_dev_spearman"]

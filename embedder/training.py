@@ -72,6 +72,7 @@ class TrainConfig:
     loss: str | None = None  # train rerank: bce or mse (None: bce); the bi-encoder methods have their own
     overwrite: bool = False
     show_progress: bool | None = None  # None: only on a terminal
+    resume: bool = False  # train rerank: continue from the last checkpoint an interrupted run of the same command left in .OUT.work/
 
 
 @dataclass
@@ -128,6 +129,8 @@ def check_config(config: TrainConfig) -> None:
         raise UsageError(f"--matryoshka dims must be distinct and at least 1, got {list(config.matryoshka)}")
     if config.loss is not None:
         raise UsageError(f"--loss applies to train rerank; {config.method} trains with its own loss")
+    if config.resume:
+        raise UsageError(f"--resume applies to train rerank; {config.method} with --seeds or --search resumes when run again")
     if config.pooling is not None and config.pooling not in POOLINGS:
         raise UsageError(f"unknown pooling {config.pooling!r} (expected one of {', '.join(POOLINGS)})")
     for name in ("epochs", "batch_size", "max_seq_length", "eval_steps"):

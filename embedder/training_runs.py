@@ -15,20 +15,21 @@ import logging
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
 
-from common.atomic import OWNER_MARK, atomic_folder, is_own, mark_own, remove_own, swap_into_place
+from common.atomic import atomic_folder, remove_own, swap_into_place
 from common.sts_data import StsData
 from embedder.dim_choice import sts_measure
 from embedder.loading import load_model
 from embedder.rerank_training import train_reranker
 from embedder.training import TRAINING_JSON, TrainConfig, TrainResult, check_config, load_dev, train
 from embedder.training_methods import RERANK
+from embedder.training_work import open_work
 from errors import UsageError
 
 log = logging.getLogger("simsearch.train")
@@ -45,7 +46,6 @@ SEARCH_KEYS: dict[str, tuple[str, type]] = {
     "warmup": ("warmup_ratio", float),
 }
 RESULTS = "results.jsonl"
-PLAN = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -91,35 +91,6 @@ def run_plan(config: TrainConfig, plan: RunPlan) -> TrainResult:
 def dev_score(model: SentenceTransformer, dev: StsData) -> float:
     """Dev Spearman of the model's cosines: the one number runs are compared by."""
     return sts_measure(model, dev).full
-
-
-def work_folder(output: Path) -> Path:
-    """Where a multi-run command keeps its runs: a hidden sibling of the output."""
-    return output.parent / f".{output.name}.work"
-
-
-def _plan_key(config: TrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
-    """What must match for a rerun to resume the work folder: every setting but the output and display ones."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("output", "overwrite", "show_progress")}
-    return json.loads(json.dumps({**settings, **extra}, default=str))
-
-
-def open_work(config: TrainConfig, extra: dict[str, Any]) -> Path:
-    """The work folder for this command, created, or resumed when it holds a run of the same command."""
-    work = work_folder(config.output)
-    key = _plan_key(config, extra)
-    plan_file = work / PLAN
-    if (work.exists() or work.is_symlink()) and not is_own(work, config.output):
-        raise UsageError(f"{work}: is in the way of the runs of {config.output.name} and was not made by simsearch (no {OWNER_MARK}); move it away")
-    if plan_file.is_file():
-        if json.loads(plan_file.read_text(encoding="utf-8")) != key:
-            raise UsageError(f"{work}: holds runs of a different command; rerun that command to finish it, or remove the folder")
-        log.info(f"resuming from {work}")
-    else:
-        work.mkdir(parents=True, exist_ok=True)
-        mark_own(work, config.output)
-        plan_file.write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
-    return work
 
 
 def read_record(folder: Path) -> dict[str, Any]:

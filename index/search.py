@@ -56,12 +56,17 @@ class Hit:
         return {**self.metadata, "id": self.id, "score": self.score, "text": self.text, **(self.ranks or {}), **reranked}
 
 
-def rerank(query: str, hits: Sequence[Hit], reranker: Reranker, top: int, batch_size: int = 32) -> list[Hit]:
-    """The first `top` hits re-scored by the cross-encoder and re-sorted (ties keep their first-stage order), then the rest as they were."""
-    head, tail = list(hits[:top]), list(hits[top:])
-    scores = reranker.score_pairs([(query, hit.text) for hit in head], batch_size).tolist()
-    order = sorted(range(len(head)), key=lambda i: -scores[i])
-    return [replace(head[i], rerank_score=float(scores[i])) for i in order] + tail
+def rerank(queries: Sequence[str], rows: Sequence[Sequence[Hit]], reranker: Reranker, top: int, batch_size: int = 32) -> list[list[Hit]]:
+    """Each query's first `top` hits re-scored by the cross-encoder and re-sorted (ties keep their first-stage order), then the rest
+    as they were; the pairs of every query go to the cross-encoder in one call (it sorts them by length: less padding)."""
+    heads = [list(row[:top]) for row in rows]
+    scores = reranker.score_pairs([(query, hit.text) for query, head in zip(queries, heads) for hit in head], batch_size).tolist()
+    reranked, start = [], 0
+    for row, head in zip(rows, heads):
+        mine, start = scores[start : start + len(head)], start + len(head)
+        order = sorted(range(len(head)), key=lambda i: -mine[i])
+        reranked.append([replace(head[i], rerank_score=float(mine[i])) for i in order] + list(row[top:]))
+    return reranked
 
 
 class SearchIndex:
@@ -143,7 +148,7 @@ class SearchIndex:
         if reranker is None:
             return self._first_stage(queries, vectors, k, where, self.resolve(options))
         hits = self._first_stage(queries, vectors, max(k, options.rerank_top), where, self.resolve(options))
-        return [rerank(query, row, reranker, options.rerank_top)[:k] for query, row in zip(queries, hits)]
+        return [row[:k] for row in rerank(queries, hits, reranker, options.rerank_top)]
 
     def _first_stage(self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None, options: SearchOptions) -> list[list[Hit]]:
         """The top k of the dense, lexical or fused ranking (`options` resolved for this index)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from sentence_transformers.cross_encoder import CrossEncoder
 
 from cli import main
-from conftest import TINY_WORDS
+from conftest import TINY_WORDS, crash_on_call
 from embedder.rerank_training import train_reranker
 from embedder.training import TRAINING_JSON, TrainConfig
 from errors import UsageError
@@ -56,8 +57,32 @@ def test_cli_trains_a_reranker_and_refuses_the_encoder_options(tmp_path, tiny_mo
     ]:
         bad = run("train", "rerank", "--train", pairs, "--base", tiny_model_dir, "-o", tmp_path / "bad", *extra)
         assert bad.exit_code == 2 and message in bad.output and not (tmp_path / "bad").exists(), bad.output
-    wrong = run("train", "cosent", "--train", pairs, "--base", tiny_model_dir, "-o", tmp_path / "bad", "--loss", "mse")
-    assert wrong.exit_code == 2 and "--loss applies to train rerank" in wrong.output
+    for extra, message in [(["--loss", "mse"], "--loss applies to train rerank"), (["--resume"], "--resume applies to train rerank")]:
+        wrong = run("train", "cosent", "--train", pairs, "--base", tiny_model_dir, "-o", tmp_path / "bad", *extra)
+        assert wrong.exit_code == 2 and message in wrong.output
+
+
+def test_an_interrupted_training_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path, tiny_model_dir, pairs, monkeypatch):
+    from embedder.training import DevCurve
+    from embedder.training_work import work_folder
+
+    whole = train_reranker(config(tmp_path / "whole", tiny_model_dir, pairs, epochs=3))
+    cut = config(tmp_path / "cut", tiny_model_dir, pairs, epochs=3)
+    crash_on_call(monkeypatch, DevCurve, "on_evaluate", 3, KeyboardInterrupt())  # Ctrl-C at the second epoch's dev evaluation
+    with pytest.raises(KeyboardInterrupt):
+        train_reranker(cut)
+    monkeypatch.undo()
+    checkpoints = work_folder(cut.output) / "checkpoints"
+    assert not cut.output.exists() and [p.name for p in checkpoints.glob("checkpoint-*")] == ["checkpoint-12"]  # the first epoch's
+    resumed = train_reranker(replace(cut, resume=True))
+    assert resumed.record["resumed_from_step"] == 12 and whole.record["resumed_from_step"] is None
+    assert [p["step"] for p in resumed.record["dev_curve"]] == [p["step"] for p in whole.record["dev_curve"]] == [0, 12, 24, 36]
+    assert [p["spearman"] for p in resumed.record["dev_curve"]] == pytest.approx([p["spearman"] for p in whole.record["dev_curve"]], abs=1e-6)
+    texts = [("alpha beta gamma", "alpha beta delta"), ("alpha beta gamma", "zeta eta theta")]
+    assert resumed.model.predict(texts).tolist() == pytest.approx(whole.model.predict(texts).tolist(), abs=1e-5)
+    assert not work_folder(cut.output).exists()
+    again = train_reranker(replace(cut, overwrite=True, epochs=1, dev=None, resume=True))  # nothing to resume: trains from the start
+    assert again.record["resumed_from_step"] is None and again.record["steps"] == 12
 
 
 def test_bad_pairs_fail_before_any_model_is_loaded(tmp_path, pairs):
@@ -122,7 +147,8 @@ def test_reranking_reorders_the_top_hits_and_keeps_the_rest_behind_them():
     from index.search import Hit, rerank
 
     first_stage = [Hit(1, 0.9, "red car fast"), Hit(2, 0.8, "red car on the road"), Hit(3, 0.7, "on the road"), Hit(4, 0.6, "red car on the road today")]
-    reranked = rerank("red car on the road", first_stage, WordOverlap(), top=3)
+    reranked, again = rerank(["red car on the road", "car"], [first_stage, first_stage[:2]], WordOverlap(), top=3)
+    assert [h.id for h in again] == [1, 2] and [h.rerank_score for h in again] == [1.0, 1.0]  # a tie keeps the first-stage order
     assert [h.id for h in reranked] == [2, 3, 1, 4]  # the relevant text the first stage put second is first; hit 4 was not re-scored
     assert [h.rerank_score for h in reranked[:3]] == pytest.approx([1.0, 0.6, 0.4]) and reranked[3].rerank_score is None
     assert [h.score for h in reranked] == [0.8, 0.7, 0.9, 0.6]  # the first stage's scores are kept

@@ -396,7 +396,8 @@ def test_average_weights_is_the_mean_of_each_weight(tiny_model_dir):
 
 def test_seeds_with_average_keeps_the_soup_only_if_it_beats_every_run(tmp_path, tiny_model_dir, tiny_data):
     from common.sts_data import load_sts
-    from embedder.training_runs import RunPlan, dev_score, run_plan, work_folder
+    from embedder.training_runs import RunPlan, dev_score, run_plan
+    from embedder.training_work import work_folder
 
     config = tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], dev=tiny_data["cosent"], epochs=1)
     result = run_plan(config, RunPlan(seeds=2, average=True))
@@ -414,7 +415,8 @@ def test_seeds_with_average_keeps_the_soup_only_if_it_beats_every_run(tmp_path, 
 
 def test_resuming_seeds_over_a_truncated_run_trains_that_run_again(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
     import embedder.training_runs as runs
-    from embedder.training_runs import RunPlan, run_plan, work_folder
+    from embedder.training_runs import RunPlan, run_plan
+    from embedder.training_work import work_folder
 
     config = tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], dev=tiny_data["cosent"], epochs=1)
     crash_on_call(monkeypatch, runs, "train", 2, KeyboardInterrupt())  # killed while training seed 43
@@ -431,7 +433,8 @@ def test_resuming_seeds_over_a_truncated_run_trains_that_run_again(tmp_path, tin
 
 
 def test_a_folder_in_the_place_of_the_work_folder_is_refused_and_kept(tmp_path, tiny_model_dir, tiny_data):
-    from embedder.training_runs import RunPlan, run_plan, work_folder
+    from embedder.training_runs import RunPlan, run_plan
+    from embedder.training_work import work_folder
 
     config = tiny_config(tmp_path, tiny_model_dir, "cosent", tiny_data["cosent"], dev=tiny_data["cosent"], epochs=1)
     work_folder(config.output).mkdir()
@@ -462,7 +465,8 @@ def test_search_picks_by_dev_never_reads_test_and_resumes(tmp_path, tiny_model_d
     import embedder.training
     import embedder.training_runs
     from conftest import crash_on_call
-    from embedder.training_runs import RunPlan, run_plan, work_folder
+    from embedder.training_runs import RunPlan, run_plan
+    from embedder.training_work import work_folder
 
     splits_read, texts_seen = [], set()
     real_load, real_datasets = common.sts_data.load_sts, embedder.training.training_datasets
