@@ -116,11 +116,6 @@ def resume_point(checkpoints: Path, resume: bool) -> str | None:
     return None
 
 
-def dev_points(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Every dev evaluation of the run, a resumed run's earlier ones included (the trainer's state keeps its log)."""
-    return [{"step": e["step"], "epoch": round(e.get("epoch") or 0.0, 4), "spearman": float(e[DEV_METRIC])} for e in log_history if DEV_METRIC in e]
-
-
 def rerank_record(
     config: TrainConfig, train_set: TrainSet, data: TrainingData, dev: StsData | None, trainer, curve: DevCurve, precision: str,
     resumed_from: int | None,
@@ -178,7 +173,6 @@ def train_reranker(config: TrainConfig) -> TrainResult:
     train_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     train_time = time.perf_counter() - train_started
-    curve.points = dev_points(trainer.state.log_history)
     resumed_from = int(Path(resume_from).name.rsplit("-", 1)[1]) if resume_from else None
     with atomic_folder(config.output, config.overwrite) as out:
         trainer.model.save(str(out))

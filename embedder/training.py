@@ -285,11 +285,19 @@ class DevCurve(TrainerCallback):
         self.points: list[dict[str, float]] = []
         self.metric = metric  # the trainer's name of the dev Spearman
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A resumed run starts from the evaluations its checkpoint's state logged (none for a fresh run)."""
+        self.points = [self.point(e["step"], e.get("epoch"), e[self.metric]) for e in state.log_history if self.metric in e]
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics and self.metric in metrics:
-            point = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "spearman": float(metrics[self.metric])}
+            point = self.point(state.global_step, state.epoch, metrics[self.metric])
             self.points.append(point)
             log.info(f"dev Spearman at step {point['step']} (epoch {point['epoch']:.2f}): {point['spearman'] * 100:.2f}")
+
+    @staticmethod
+    def point(step: int, epoch: float | None, spearman: float) -> dict[str, float]:
+        return {"step": step, "epoch": round(epoch or 0.0, 4), "spearman": float(spearman)}
 
 
 def dev_table(curve: list[dict[str, float]], best_step: int | None) -> str:

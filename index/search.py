@@ -56,17 +56,26 @@ class Hit:
         return {**self.metadata, "id": self.id, "score": self.score, "text": self.text, **(self.ranks or {}), **reranked}
 
 
-def rerank(queries: Sequence[str], rows: Sequence[Sequence[Hit]], reranker: Reranker, top: int, batch_size: int = 32) -> list[list[Hit]]:
-    """Each query's first `top` hits re-scored by the cross-encoder and re-sorted (ties keep their first-stage order), then the rest
-    as they were; the pairs of every query go to the cross-encoder in one call (it sorts them by length: less padding)."""
-    heads = [list(row[:top]) for row in rows]
-    scores = reranker.score_pairs([(query, hit.text) for query, head in zip(queries, heads) for hit in head], batch_size).tolist()
+def rerank_pairs(queries: Sequence[str], rows: Sequence[Sequence[Hit]], top: int) -> list[tuple[str, str]]:
+    """The (query, text) pairs of each query's first `top` hits, query by query: what the cross-encoder scores."""
+    return [(query, hit.text) for query, row in zip(queries, rows) for hit in row[:top]]
+
+
+def reorder(rows: Sequence[Sequence[Hit]], scores: Sequence[float], top: int) -> list[list[Hit]]:
+    """Each query's first `top` hits re-sorted by their scores (in `rerank_pairs`' order; ties keep their first-stage order), then the rest as they were."""
     reranked, start = [], 0
-    for row, head in zip(rows, heads):
-        mine, start = scores[start : start + len(head)], start + len(head)
+    for row in rows:
+        head = list(row[:top])
+        mine, start = [float(s) for s in scores[start : start + len(head)]], start + len(head)
         order = sorted(range(len(head)), key=lambda i: -mine[i])
-        reranked.append([replace(head[i], rerank_score=float(mine[i])) for i in order] + list(row[top:]))
+        reranked.append([replace(head[i], rerank_score=mine[i]) for i in order] + list(row[top:]))
     return reranked
+
+
+def rerank(queries: Sequence[str], rows: Sequence[Sequence[Hit]], reranker: Reranker, top: int, batch_size: int = 32) -> list[list[Hit]]:
+    """Each query's first `top` hits re-scored by the cross-encoder and re-sorted; the pairs of every query go to it in one call
+    (it sorts them by length: less padding)."""
+    return reorder(rows, reranker.score_pairs(rerank_pairs(queries, rows, top), batch_size), top)
 
 
 class SearchIndex:
@@ -138,17 +147,16 @@ class SearchIndex:
         then, with a `reranker`, the first `options.rerank_top` re-ordered by it."""
         options = self.resolve(options)
         vectors = None if options.mode == "lexical" else self.encoder.encode(queries, batch_size)
-        return self.search_embedded(queries, vectors, k, where, options, reranker)
+        if reranker is None:
+            return self.search_embedded(queries, vectors, k, where, options)
+        hits = self.search_embedded(queries, vectors, max(k, options.rerank_top), where, options)
+        return [row[:k] for row in rerank(queries, hits, reranker, options.rerank_top)]
 
     def search_embedded(
-        self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None = None, options: SearchOptions = SearchOptions(),
-        reranker: Reranker | None = None,
+        self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None = None, options: SearchOptions = SearchOptions()
     ) -> list[list[Hit]]:
-        """`search` for query texts already embedded (`vectors`; unused by lexical search): the server's batches."""
-        if reranker is None:
-            return self._first_stage(queries, vectors, k, where, self.resolve(options))
-        hits = self._first_stage(queries, vectors, max(k, options.rerank_top), where, self.resolve(options))
-        return [row[:k] for row in rerank(queries, hits, reranker, options.rerank_top)]
+        """The first stage of `search` for query texts already embedded (`vectors`; unused by lexical search): the server's batches."""
+        return self._first_stage(queries, vectors, k, where, self.resolve(options))
 
     def _first_stage(self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None, options: SearchOptions) -> list[list[Hit]]:
         """The top k of the dense, lexical or fused ranking (`options` resolved for this index)."""

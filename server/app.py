@@ -25,7 +25,7 @@ from common.reranker import Reranker
 from errors import SimsearchError
 from index import lexical
 from index.fusion import SearchOptions
-from index.search import unknown_fields
+from index.search import reorder, rerank_pairs, unknown_fields
 from index.update import add_documents, remove_documents
 from server import models as m
 from server.auth import BearerAuth, BodyLimit
@@ -109,16 +109,19 @@ class Service:
         models = sorted(self.model_id(key) for key in self.registry.encoders)
         raise ApiError(404, f"no model {name!r}: give an index name ({', '.join(self.registry.entries)}) or a model ({', '.join(models)})")
 
-    def check_texts(self, texts: Sequence[str], field: str) -> list[str]:
-        c = self.config
-        if len(texts) > c.max_queries:
-            raise ApiError(400, f"{field}: {len(texts)} texts exceed the limit of {c.max_queries} per request", limit="max_queries")
+    def check_texts(self, texts: Sequence[str], field: str, too_big: int = 400, empty: int = 400) -> list[str]:
+        """At most max_queries texts, each non-empty and within max_text_chars; the statuses are the endpoint's (/rerank answers 413/422 as TEI)."""
+        if len(texts) > self.config.max_queries:
+            raise ApiError(too_big, f"{field}: {len(texts)} texts exceed the limit of {self.config.max_queries} per request", limit="max_queries")
         for i, text in enumerate(texts):
-            if len(text) > c.max_text_chars:
-                raise ApiError(400, f"{field}[{i}]: {len(text)} characters exceed the limit of {c.max_text_chars}", limit="max_text_chars")
-            if not text.strip():
-                raise ApiError(400, f"{field}[{i}]: is empty")
+            self.check_text(text, f"{field}[{i}]", too_big, empty)
         return list(texts)
+
+    def check_text(self, text: str, field: str, too_big: int = 400, empty: int = 400) -> None:
+        if len(text) > self.config.max_text_chars:
+            raise ApiError(too_big, f"{field}: {len(text)} characters exceed the limit of {self.config.max_text_chars}", limit="max_text_chars")
+        if not text.strip():
+            raise ApiError(empty, f"{field}: is empty")
 
     def check_k(self, k: int, served: Served) -> None:
         if k > self.config.max_k:
@@ -143,13 +146,13 @@ class Service:
             raise ApiError(400, f"mode: index {served.name!r} {lexical.missing('DIR')}")
         return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates, body.rerank_top)
 
-    def search_reranker(self, body: m.SearchRequest) -> Reranker | None:
-        """The re-ranker a search names, within the pair limit (queries × rerank_top), or None."""
+    def search_reranker(self, body: m.SearchRequest) -> str | None:
+        """The served re-ranker a search names, within the pair limit (queries × rerank_top), or None."""
         if body.rerank is None:
             return None
         name = self.reranker_name(body.rerank, "rerank")
         self.check_pairs(len(body.queries) * body.rerank_top, "queries × rerank_top")
-        return self.rerankers[name]
+        return name
 
     def require_writes(self) -> None:
         if not self.config.writable:
@@ -159,22 +162,21 @@ class Service:
     async def search(self, served: Served, body: m.SearchRequest) -> dict:
         texts = self.check_texts(body.queries, "queries")
         self.check_k(body.k, served)
-        spec = SearchSpec(served.index, body.k, self.check_where(body.where, served), self.search_options(body, served), self.search_reranker(body))
+        reranker = self.search_reranker(body)
+        k = body.k if reranker is None else max(body.k, body.rerank_top)
+        spec = SearchSpec(served.index, k, self.check_where(body.where, served), self.search_options(body, served))
         hits = await self.batcher(served.encoder_key).search(texts, spec)
+        if reranker is not None:  # the first stage's candidates, re-scored in the re-ranker's own batches (shared with /rerank)
+            scores = await self.rerank_batcher(reranker).score(rerank_pairs(texts, hits, body.rerank_top))
+            hits = [row[: body.k] for row in reorder(hits, scores, body.rerank_top)]
         return {"index": served.name, "results": [{"query": q, "hits": [h.to_json() for h in row]} for q, row in zip(texts, hits)]}
 
     async def rerank(self, body: m.RerankRequest) -> list[dict]:
         """Each text's score against the query, best first (`top_n` of them), as TEI's /rerank answers."""
         name = self.reranker_name(body.model, "model")
-        c = self.config
-        if len(body.texts) > c.max_queries:
-            raise ApiError(413, f"texts: {len(body.texts)} texts exceed the limit of {c.max_queries} per request", limit="max_queries")
+        self.check_texts(body.texts, "texts", too_big=413, empty=422)
         self.check_pairs(len(body.texts), "texts", status=413)
-        for field, text in [("query", body.query), *((f"texts[{i}]", t) for i, t in enumerate(body.texts))]:
-            if len(text) > c.max_text_chars:
-                raise ApiError(413, f"{field}: {len(text)} characters exceed the limit of {c.max_text_chars}", limit="max_text_chars")
-            if not text.strip():
-                raise ApiError(422, f"{field}: is empty")
+        self.check_text(body.query, "query", too_big=413, empty=422)
         scores = await self.rerank_batcher(name).score([(body.query, text) for text in body.texts])
         order = sorted(range(len(body.texts)), key=lambda i: -scores[i])[: body.top_n]
         return [{"index": i, "score": float(scores[i]), **({"text": body.texts[i]} if body.return_text else {})} for i in order]

@@ -1,4 +1,4 @@
-"""Micro-batching: concurrent encode/search requests share one encoder call and one FAISS search per group; /rerank requests one cross-encoder call.
+"""Micro-batching: concurrent encode/search requests share one encoder call and one FAISS search per group; re-ranking (/rerank, a search's "rerank") one cross-encoder call.
 
 One worker per model takes queued requests in arrival order, at most `max_batch`
 texts (or pairs) at a time, and runs them in a thread. It never waits when only one request
@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from index.search import Hit, SearchIndex, Where
 from server.metrics import Metrics
 
 log = logging.getLogger("simsearch.serve")
+Model = TypeVar("Model", Encoder, Reranker)
 
 # Sentences per forward pass inside one batch. The encoder sorts a batch's texts by length first, so small
 # passes pad little: on 2 CPU cores (torch, all-MiniLM-L6-v2, short queries) 32 texts cost 2.7 ms each in
@@ -57,11 +58,10 @@ class SearchSpec:
     k: int
     where: Where | None
     options: SearchOptions = SearchOptions()
-    reranker: Reranker | None = None  # re-orders the first `options.rerank_top` hits of each query
 
-    def group(self) -> tuple[int, int, tuple[tuple[str, str], ...], SearchOptions, int]:
+    def group(self) -> tuple[int, int, tuple[tuple[str, str], ...], SearchOptions]:
         """Requests with equal groups are answered by one search call."""
-        return id(self.index), self.k, tuple(sorted((self.where or {}).items())), self.options, id(self.reranker)
+        return id(self.index), self.k, tuple(sorted((self.where or {}).items())), self.options
 
 
 @dataclass
@@ -77,12 +77,13 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[Model]):
     """Queue + one worker for one model; subclasses say how a batch is computed and how the model is probed."""
 
     model_kind = "model"  # how errors name it
 
-    def __init__(self, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
+    def __init__(self, model: Model, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
+        self.model = model
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.timeout_s = timeout_s
@@ -213,14 +214,10 @@ class MicroBatcher:
         raise NotImplementedError
 
 
-class EncoderBatcher(MicroBatcher):
+class EncoderBatcher(MicroBatcher[Encoder]):
     """One encoder's queue; `encode` and `search` return this request's share of a batch."""
 
     model_kind = "encoder"
-
-    def __init__(self, encoder: Encoder, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
-        super().__init__(max_batch, max_wait_s, timeout_s, metrics)
-        self.encoder = encoder
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
         return await self._submit(list(texts), None)
@@ -229,11 +226,11 @@ class EncoderBatcher(MicroBatcher):
         return await self._submit(list(texts), spec)
 
     def _probe(self) -> None:
-        self.encoder.encode([PROBE_TEXT], 1, False)
+        self.model.encode([PROBE_TEXT], 1, False)
 
     def _compute(self, batch: list[Job]) -> list[Any]:
         """In a thread: one encoder call for every text of the batch, then one search per (index, k, where) group."""
-        vectors = self.encoder.encode([text for job in batch for text in job.texts], ENCODE_BATCH, show_progress=False)
+        vectors = self.model.encode([text for job in batch for text in job.texts], ENCODE_BATCH, show_progress=False)
         bounds = np.cumsum([0] + [len(job.texts) for job in batch])
         results: list[Any] = [vectors[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
         groups: dict[tuple, list[int]] = {}
@@ -243,29 +240,25 @@ class EncoderBatcher(MicroBatcher):
         for positions in groups.values():
             spec = batch[positions[0]].search
             texts = [text for p in positions for text in batch[p].texts]
-            hits = spec.index.search_embedded(texts, np.concatenate([results[p] for p in positions]), spec.k, spec.where, spec.options, spec.reranker)
+            hits = spec.index.search_embedded(texts, np.concatenate([results[p] for p in positions]), spec.k, spec.where, spec.options)
             for p in positions:
                 results[p], hits = hits[: len(batch[p].texts)], hits[len(batch[p].texts) :]
         return results
 
 
-class RerankBatcher(MicroBatcher):
+class RerankBatcher(MicroBatcher[Reranker]):
     """One cross-encoder's queue; `score` returns the scores of this request's (query, text) pairs, computed with its batch-mates'."""
 
     model_kind = "re-ranker"
-
-    def __init__(self, reranker: Reranker, max_batch: int, max_wait_s: float, timeout_s: float, metrics: Metrics) -> None:
-        super().__init__(max_batch, max_wait_s, timeout_s, metrics)
-        self.reranker = reranker
 
     async def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         return await self._submit(list(pairs), None)
 
     def _probe(self) -> None:
-        self.reranker.score_pairs([(PROBE_TEXT, PROBE_TEXT)], 1)
+        self.model.score_pairs([(PROBE_TEXT, PROBE_TEXT)], 1)
 
     def _compute(self, batch: list[Job]) -> list[Any]:
         """In a thread: one cross-encoder call for every pair of the batch."""
-        scores = self.reranker.score_pairs([pair for job in batch for pair in job.texts], RERANK_BATCH)
+        scores = self.model.score_pairs([pair for job in batch for pair in job.texts], RERANK_BATCH)
         bounds = np.cumsum([0] + [len(job.texts) for job in batch])
         return [scores[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
