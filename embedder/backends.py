@@ -20,8 +20,7 @@ def load_encoder(name: str | None = None, device: str | None = None, backend: st
     if is_cross_encoder(name):
         raise UsageError(f"{name}: a cross-encoder (a re-ranker) scores pairs and gives no sentence vectors; `eval sts --model` takes it")
     if backend != "torch":
-        if device not in (None, "cpu"):
-            raise UsageError(f"the {backend} backend runs on CPU only; drop --device {device} or use --backend torch")
+        check_cpu(backend, device)
         from embedder.onnx_encoder import load_onnx_encoder
 
         return load_onnx_encoder(name, backend)
@@ -29,3 +28,9 @@ def load_encoder(name: str | None = None, device: str | None = None, backend: st
     from embedder.loading import for_inference, load_model
 
     return SentenceEncoder(for_inference(load_model(name, device)), model_reference(name), reduction_of(name), fingerprint=model_fingerprint(name))
+
+
+def check_cpu(backend: str, device: str | None) -> None:
+    """The onnx backends run on CPU only: another --device is a one-line UsageError."""
+    if device not in (None, "cpu"):
+        raise UsageError(f"the {backend} backend runs on CPU only; drop --device {device} or use --backend torch")

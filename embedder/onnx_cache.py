@@ -114,7 +114,7 @@ def write_record(cache: Path, digests: dict[str, str], exporter: dict[str, str])
         handle.write((json.dumps(record, indent=2) + "\n").encode("utf-8"))
 
 
-def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool) -> None:
+def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool, classifier: bool) -> None:
     """Export into a fresh temporary folder and swap it in as `cache` (under a lock; skipped if another process just did it)."""
     with writer_lock(cache):  # the same lock atomic_folder takes for the swap (re-entrant), so exports wait for one another
         if is_fresh(cache, transformer_dir):
@@ -124,18 +124,18 @@ def build(cache: Path, model_dir: Path, transformer_dir: Path, all_layers: bool)
         from embedder.onnx_export import export_model  # torch: imported only when a build is needed
 
         with atomic_folder(cache, overwrite=True) as work:
-            exporter = export_model(transformer_dir, work, all_layers)
+            exporter = export_model(transformer_dir, work, all_layers, classifier)
             write_record(work, digests, exporter)
 
 
-def onnx_cache(model_dir: Path, transformer_dir: Path, all_layers: bool) -> Path:
-    """The folder holding fresh exports of the model, exporting first when no fresh cache exists."""
+def onnx_cache(model_dir: Path, transformer_dir: Path, all_layers: bool, classifier: bool = False) -> Path:
+    """The folder holding fresh exports of the model (a cross-encoder's: with its `classifier` head), exporting first when no fresh cache exists."""
     candidates = cache_candidates(model_dir)
     for cache in candidates:
         if is_fresh(cache, transformer_dir):
             return cache
     for cache in candidates:
         if writable(cache.parent):
-            build(cache, model_dir, transformer_dir, all_layers)
+            build(cache, model_dir, transformer_dir, all_layers, classifier)
             return cache
     raise UsageError(f"{model_dir}: cannot write an ONNX export into the model folder or {user_cache_root()} (set XDG_CACHE_HOME to a writable folder)")

@@ -74,6 +74,22 @@ def load_tokenizer(spec: TransformerSpec) -> Any:
     return tokenizer
 
 
+def length_order(encodings: Sequence[Any]) -> np.ndarray:
+    """Positions of the encodings, longest first (stable): batches cut from this order pad little."""
+    return np.argsort(-np.array([len(e.ids) for e in encodings]), kind="stable")
+
+
+def padded(encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The graph's int64 inputs for a batch of encodings, zero-padded to the longest."""
+    width = max(len(e.ids) for e in encodings)
+    arrays = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    for i, e in enumerate(encodings):
+        arrays["input_ids"][i, : len(e.ids)] = e.ids
+        arrays["attention_mask"][i, : len(e.ids)] = e.attention_mask
+        arrays["token_type_ids"][i, : len(e.ids)] = e.type_ids
+    return arrays
+
+
 @dataclass
 class OnnxEncoder:
     """The encoder contract (common.encoder.Encoder) over an ONNX Runtime session and the model's numpy modules."""
@@ -99,8 +115,7 @@ class OnnxEncoder:
         if len(texts) == 0:
             return out
         encodings = self.tokenize(texts)
-        lengths = np.array([len(e.ids) for e in encodings])
-        order = np.argsort(-lengths, kind="stable")
+        order = length_order(encodings)
         with progress_bar(len(texts), "encoding", "sent", show_progress) as bar:
             for start in range(0, len(texts), batch_size):
                 rows = order[start : start + batch_size]
@@ -118,12 +133,7 @@ class OnnxEncoder:
 
     def run(self, encodings: list[Any]) -> np.ndarray:
         """One padded batch through the graph and the numpy modules, then L2-normalized (as the torch backend returns)."""
-        width = max(len(e.ids) for e in encodings)
-        arrays = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
-        for i, e in enumerate(encodings):
-            arrays["input_ids"][i, : len(e.ids)] = e.ids
-            arrays["attention_mask"][i, : len(e.ids)] = e.attention_mask
-            arrays["token_type_ids"][i, : len(e.ids)] = e.type_ids
+        arrays = padded(encodings)
         feeds = {i.name: arrays[i.name] for i in self.session.get_inputs()}
         names = [o.name for o in self.session.get_outputs()]
         features = dict(zip(names, self.session.run(names, feeds)))
@@ -131,14 +141,20 @@ class OnnxEncoder:
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def load_onnx_encoder(name: str | None, backend: str = "onnx-int8") -> OnnxEncoder:
-    """An ONNX encoder for a local model folder or the bundled default, exporting on first use (cached)."""
+def onnx_model_folder(name: str | None, backend: str) -> Path:
+    """The local folder of a model to run on an onnx `backend` (onnxruntime importable), or a one-line UsageError."""
     if backend not in ONNX_BACKENDS:
         raise UsageError(f"unknown onnx backend {backend!r} (expected one of {', '.join(ONNX_BACKENDS)})")
     folder = Path(resolve_model(name))
     if not folder.is_dir():
         raise UsageError(f"{name}: the onnx backends need a local model folder or the bundled default, not a hub name")
     import_onnxruntime()
+    return folder
+
+
+def load_onnx_encoder(name: str | None, backend: str = "onnx-int8") -> OnnxEncoder:
+    """An ONNX encoder for a local model folder or the bundled default, exporting on first use (cached)."""
+    folder = onnx_model_folder(name, backend)
     pipeline = read_pipeline(folder)
     spec = pipeline.transformer
     cache = onnx_cache(folder, spec.folder, spec.all_layers)

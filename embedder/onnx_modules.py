@@ -231,16 +231,17 @@ def _class_name(module_type: str, where: Path) -> str:
     return module_type.rsplit(".", 1)[-1]
 
 
-def transformer_spec(folder: Path) -> TransformerSpec:
+def transformer_spec(folder: Path, output_name: str = "last_hidden_state") -> TransformerSpec:
     """The transformer module's settings, as sentence-transformers resolves them.
 
     Maximum length: sentence_bert_config.json's max_seq_length, else the tokenizer's
-    model_max_length, capped at the model's max_position_embeddings.
+    model_max_length, capped at the model's max_position_embeddings. `output_name`: what the
+    module reads from the model (a cross-encoder's: logits).
     """
     st_config = read_json(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").is_file() else {}
     output = st_config.get("modality_config", {}).get("text", {})
-    if output and (output.get("method"), output.get("method_output_name")) != ("forward", "last_hidden_state"):
-        raise UsageError(f"{folder}: transformer output {output} is not supported by the onnx backends (only forward/last_hidden_state)")
+    if output and (output.get("method"), output.get("method_output_name")) != ("forward", output_name):
+        raise UsageError(f"{folder}: transformer output {output} is not supported by the onnx backends (only forward/{output_name})")
     config = read_json(folder / "config.json")
     tokenizer_config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     lengths = [st_config.get("max_seq_length") or tokenizer_config.get("model_max_length"), config.get("max_position_embeddings")]

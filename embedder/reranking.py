@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from common.reranker import Reranker
+from embedder.backends import BACKENDS, DEFAULT_BACKEND, check_cpu
 from embedder.model_files import model_fingerprint, model_reference, resolve_model
 from errors import UsageError
-
-RERANK_BACKENDS = ("torch",)
 
 
 def is_cross_encoder(name: str | None) -> bool:
@@ -53,12 +53,17 @@ class CrossEncoderReranker:
         return np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)[:, -1]  # a two-label model: the "related" column
 
 
-def load_reranker(name: str, backend: str = "torch", device: str | None = None) -> CrossEncoderReranker:
-    """A cross-encoder from a model folder saved by CrossEncoder (`train rerank` makes one); a sentence encoder's folder is refused."""
-    if backend not in RERANK_BACKENDS:
-        raise UsageError(f"backend {backend!r} is not offered for cross-encoders yet (only {', '.join(RERANK_BACKENDS)})")
+def load_reranker(name: str, backend: str = DEFAULT_BACKEND, device: str | None = None) -> Reranker:
+    """A cross-encoder from a model folder saved by CrossEncoder (`train rerank` makes one) on `backend`; a sentence encoder's folder is refused."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
     if not is_cross_encoder(name):
         raise UsageError(f"{name}: not a cross-encoder (a re-ranker) but a sentence encoder or no model; make one with `simsearch train rerank`")
+    if backend != "torch":
+        check_cpu(backend, device)
+        from embedder.onnx_reranker import load_onnx_reranker
+
+        return load_onnx_reranker(name, backend)
     from sentence_transformers.cross_encoder import CrossEncoder
 
     from embedder.loading import pick_device, quiet_load

@@ -25,6 +25,8 @@ def parse_size(text: str) -> int:
 @click.argument("folders", metavar="DIR...", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--rerank-model", "rerankers", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="A cross-encoder folder (`simsearch train rerank` makes one) for POST /rerank and /search's \"rerank\"; repeatable, addressed by folder name.")
+@click.option("--rerank-backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+              help="Runtime of the --rerank-model cross-encoders (onnx-int8: ONNX Runtime, int8, exported into the folder on first use).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; a non-loopback one needs an API key or --insecure.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one, printed at start).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True, help="Most texts per micro-batch (1: batching off).")

@@ -19,6 +19,7 @@ class ServeConfig:
 
     folders: tuple[Path, ...]
     rerankers: tuple[Path, ...] = ()  # cross-encoder folders for /rerank and /search's "rerank", addressed by folder name
+    rerank_backend: str = "torch"  # their runtime (torch, onnx, onnx-int8)
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch: int = 64  # texts per encoder call (one request with more runs alone)

@@ -25,11 +25,11 @@ def make_index_encoder(manifest: Manifest, backend: str) -> Encoder:
     return index_encoder(manifest, backend=backend)
 
 
-def load_rerankers(folders: Sequence[Path]) -> dict[str, Reranker]:
-    """The `--rerank-model` cross-encoders by folder name, in order (a sentence encoder's folder is refused in one line)."""
+def load_rerankers(folders: Sequence[Path], backend: str = "torch") -> dict[str, Reranker]:
+    """The `--rerank-model` cross-encoders by folder name on `backend`, in order (a sentence encoder's folder is refused in one line)."""
     from embedder.reranking import load_reranker
 
-    rerankers = {folder.name: load_reranker(str(folder)) for folder in folders}
+    rerankers = {folder.name: load_reranker(str(folder), backend) for folder in folders}
     for name, reranker in rerankers.items():
         log.info("loaded re-ranker %s (%s)", name, reranker.name)
     return rerankers

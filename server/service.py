@@ -64,7 +64,7 @@ def run(config: ServeConfig) -> None:
     check_config(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_threads(config.worker_threads)
-    rerankers = load_rerankers(config.rerankers)  # first: a wrong folder fails before the indexes load
+    rerankers = load_rerankers(config.rerankers, config.rerank_backend)  # first: a wrong folder fails before the indexes load
     registry = Registry.load(config.folders, backend=config.backend)
     app = create_app(config, registry, rerankers)
     sock = bind(config.host, config.port)

@@ -173,12 +173,12 @@ def read_queries(text: str | Sequence[str] | None, queries_file: PathLike | None
 def query(
     folder: PathLike, text: str | Sequence[str] | None = None, queries_file: PathLike | None = None, k: int = 10, where: Where | None = None,
     mmap: bool = False, gpu: str = "auto", batch_size: int = 64, model: str | None = None, backend: str | None = None,
-    options: SearchOptions = SearchOptions(), rerank: str | None = None,
+    options: SearchOptions = SearchOptions(), rerank: str | None = None, rerank_backend: str = DEFAULT_BACKEND,
 ) -> QueryResult:
     """The k documents of an index most similar to each query text (auto, dense, lexical or hybrid: `options`), re-ordered by
-    the cross-encoder folder `rerank` when given (its first `options.rerank_top`)."""
+    the cross-encoder folder `rerank` (on `rerank_backend`) when given (its first `options.rerank_top`)."""
     texts = read_queries(text, queries_file)
-    reranker = _reranker(rerank)
+    reranker = _reranker(rerank, rerank_backend)
     searcher = open_index(folder, model, mmap, gpu, backend, dense=options.mode != "lexical")
     problem = unknown_fields(where, searcher.store.metadata_fields(), Path(folder).name) if where else None
     if problem:
@@ -186,11 +186,11 @@ def query(
     return QueryResult(texts, searcher.search(texts, k, batch_size, where=where, options=options, reranker=reranker), searcher.device)
 
 
-def _reranker(folder: str | None):
-    """The cross-encoder of `--rerank FOLDER` (loaded before the index, so a wrong folder fails first), or None."""
+def _reranker(folder: str | None, backend: str):
+    """The cross-encoder of `--rerank FOLDER` on `backend` (loaded before the index, so a wrong folder fails first), or None."""
     from embedder.reranking import load_reranker
 
-    return load_reranker(folder) if folder is not None else None
+    return load_reranker(folder, backend) if folder is not None else None
 
 
 def eval_sts(
@@ -217,16 +217,16 @@ def eval_sts(
 
 def eval_retrieval(
     folder: PathLike, queries: PathLike, qrels: PathLike, ks: Sequence[int] = (1, 5, 10, 100), batch_size: int = 64, backend: str | None = None,
-    options: SearchOptions = SearchOptions(), rerank: str | None = None,
+    options: SearchOptions = SearchOptions(), rerank: str | None = None, rerank_backend: str = DEFAULT_BACKEND,
 ):
     """Recall@k, MRR@10, nDCG@10, MAP@100 of an index on judged queries (trec_eval's measures; the index's backend unless told;
-    re-ranked by the cross-encoder folder `rerank` when given)."""
+    re-ranked by the cross-encoder folder `rerank` on `rerank_backend` when given)."""
     from eval.retrieval import evaluate_retrieval
     from eval.retrieval_data import load_qrels, load_queries
 
     if not ks or min(ks) < 1:
         raise UsageError("--k values must be at least 1")
-    reranker = _reranker(rerank)
+    reranker = _reranker(rerank, rerank_backend)
     searcher = open_index(folder, backend=backend, dense=options.mode != "lexical")
     return evaluate_retrieval(searcher, load_queries(queries), load_qrels(qrels), sorted(set(ks)), batch_size, options, reranker)
 

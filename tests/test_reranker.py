@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy.stats import spearmanr
 from sentence_transformers.cross_encoder import CrossEncoder
 
 from cli import main
+from common.measures import sts_correlations
+from common.sts_data import load_sts
 from conftest import TINY_WORDS, crash_on_call
 from embedder.rerank_training import train_reranker
 from embedder.training import TRAINING_JSON, TrainConfig
@@ -102,8 +106,6 @@ def test_the_same_seed_trains_the_same_reranker(tmp_path, tiny_model_dir, pairs)
 
 
 def test_eval_sts_scores_each_pair_with_a_cross_encoder_and_says_so(reranker, pairs, tiny_model_dir):
-    from common.measures import sts_correlations
-    from common.sts_data import load_sts
 
     done = run("eval", "sts", "--data", pairs, "--model", reranker, "--json")
     assert done.exit_code == 0, done.output
@@ -127,8 +129,8 @@ def test_a_cross_encoder_is_no_sentence_encoder_and_the_reverse(reranker, tiny_m
     )
     with pytest.raises(UsageError, match="not a cross-encoder .* make one with `simsearch train rerank`"):
         load_reranker(str(tiny_model_dir))
-    with pytest.raises(UsageError, match="backend 'onnx' is not offered for cross-encoders yet"):
-        load_reranker(str(reranker), "onnx")
+    with pytest.raises(UsageError, match="unknown backend 'onnx-fp16'"):
+        load_reranker(str(reranker), "onnx-fp16")
 
 
 class WordOverlap:
@@ -169,6 +171,8 @@ def test_query_and_eval_retrieval_rerank_with_a_trained_cross_encoder(reranker, 
     assert len(hits) == 5 and scores == sorted(scores, reverse=True)
     expected = CrossEncoder(str(reranker)).predict([(query, h["text"]) for h in hits]).tolist()
     assert scores == pytest.approx(expected, abs=1e-5)
+    on_onnx = run("query", tmp_path / "idx", query, "-k", "5", "--rerank", reranker, "--rerank-top", "10", "--json", "--mode", "dense", "--rerank-backend", "onnx")
+    assert json.loads(on_onnx.stdout)["hits"] == [{**h, "rerank_score": pytest.approx(h["rerank_score"], abs=1e-5)} for h in hits], on_onnx.output
     (tmp_path / "q.tsv").write_text(f"qid\ttext\nq1\t{query}\n", encoding="utf-8")
     (tmp_path / "qrels.tsv").write_text("q1\t7\t1\n", encoding="utf-8")
     evaluated = run("eval", "retrieval", tmp_path / "idx", "--queries", tmp_path / "q.tsv", "--qrels", tmp_path / "qrels.tsv", "--json", "--rerank", reranker)
@@ -176,3 +180,25 @@ def test_query_and_eval_retrieval_rerank_with_a_trained_cross_encoder(reranker, 
     for extra, code, message in [(["--rerank-top", "0"], 2, "0 is not in the range x>=1"), ([], 2, "not a cross-encoder")]:
         bad = run("query", tmp_path / "idx", query, "--rerank", tiny_model_dir if not extra else reranker, *extra)
         assert bad.exit_code == code and message in bad.output, bad.output
+
+
+def test_the_onnx_backends_score_pairs_as_the_torch_cross_encoder_alone_or_batched(reranker, pairs, tmp_path):
+    from embedder.reranking import load_reranker
+
+    folder = tmp_path / "r"  # a copy: the export is cached inside the folder
+    shutil.copytree(reranker, folder)
+    data = load_sts(pairs, "test")
+    long_text = " ".join(random.Random(2).choice(TINY_WORDS) for _ in range(400))  # past the model's maximum length: truncated as torch does
+    scored = [*zip(data.sentences1, data.sentences2), (long_text, data.sentences2[0]), (data.sentences1[0], long_text)]
+    want = CrossEncoder(str(folder)).predict(scored)
+    fp32 = load_reranker(str(folder), "onnx")
+    assert fp32.describe()["backend"] == "onnx" and (folder / "onnx" / "model.onnx").is_file()
+    assert fp32.score_pairs(scored, batch_size=7) == pytest.approx(want, abs=1e-5)
+    int8 = load_reranker(str(folder), "onnx-int8")
+    batched = int8.score_pairs(scored, batch_size=7)
+    assert np.abs(batched - want).max() < 0.05 and spearmanr(batched, want)[0] > 0.98
+    alone = np.concatenate([int8.score_pairs([pair], batch_size=1) for pair in scored[:10]])
+    assert alone == pytest.approx(batched[:10], abs=1e-6)  # per-token int8 scales: a pair's score never depends on its batch
+    assert int8.score_pairs([]).shape == (0,)
+    line = json.loads(run("eval", "sts", "--data", pairs, "--model", folder, "--backend", "onnx", "--json").stdout)
+    assert line["kind"] == "cross-encoder" and line["spearman"] == pytest.approx(sts_correlations(want[:-2], data.scores).spearman, abs=1e-4)

@@ -603,7 +603,7 @@ def test_serve_refuses_a_sentence_encoder_as_rerank_model(folders, tiny_model_di
 def test_sigterm_during_load_lets_in_flight_requests_finish(folders, reranker, tmp_path):
     log = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SIMSEARCH_API_KEY": KEY}
-    command = [sys.executable, "-m", "cli", "serve", str(folders["docs"]), "--port", "0", "--max-batch", "8", "--rerank-model", str(reranker)]
+    command = [sys.executable, "-m", "cli", "serve", str(folders["docs"]), "--port", "0", "--max-batch", "8", "--rerank-model", str(reranker), "--rerank-backend", "onnx-int8"]
     with log.open("w") as sink:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=sink)
     try:
@@ -628,6 +628,8 @@ def test_sigterm_during_load_lets_in_flight_requests_finish(folders, reranker, t
         responses = asyncio.run(in_flight())
         assert [r.status_code for r in responses] == [200] * 16
         assert all(len(r.json()["results"]) == 40 for r in responses[:12]) and all(len(r.json()) == 40 for r in responses[12:])
+        by_index = {hit["index"]: hit["score"] for hit in responses[12].json()}  # scored on onnx-int8: close to torch's
+        assert np.abs(np.array([by_index[i] for i in range(40)]) - cross_scores(reranker, "a dog", queries)).max() < 0.05
         assert process.wait(timeout=30) == 0
         assert "stopped" in log.read_text() and "Traceback" not in log.read_text()
     finally:
