@@ -257,7 +257,7 @@ rerank_backend_option = click.option(
 
 
 def search_mode_options(func):
-    """--mode, --fusion, --rrf-k, --alpha, --candidates, --rerank, --rerank-top, --rerank-backend (index.fusion.SearchOptions), shared by `query` and `eval retrieval`."""
+    """--mode, --fusion, --rrf-k, --alpha, --candidates, --rerank, --rerank-top, --rerank-weight, --rerank-backend (index.fusion.SearchOptions), shared by `query` and `eval retrieval`."""
     options = [
         click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="dense: vectors; lexical: BM25 over the index's lexical index; hybrid: both, fused; "
@@ -273,6 +273,9 @@ def search_mode_options(func):
         click.option("--rerank", "rerank", default=None, metavar="DIR",
                      help="Re-order the first --rerank-top hits with this cross-encoder folder (`train rerank` makes one); hits gain rerank_score."),
         click.option("--rerank-top", type=click.IntRange(min=1), default=RERANK_TOP, show_default=True, help="--rerank: first-stage hits it re-orders."),
+        click.option("--rerank-weight", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+                     help="--rerank: the cross-encoder's weight in the new order; below 1 its scores are blended with the first stage's "
+                          "(each min-max scaled over the N hits). 0.5 suits the re-rankers `train rerank` makes here (docs/benchmarks.md)."),
         rerank_backend_option,
     ]
     for option in reversed(options):
@@ -280,6 +283,8 @@ def search_mode_options(func):
     return func
 
 
-def search_options(mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None, rerank_top: int = RERANK_TOP) -> SearchOptions:
-    """The parsed --mode/--fusion/--rrf-k/--alpha/--candidates/--rerank-top as one SearchOptions."""
-    return SearchOptions(mode, fusion, rrf_k, alpha, candidates, rerank_top)
+def search_options(
+    mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None, rerank_top: int = RERANK_TOP, rerank_weight: float = 1.0
+) -> SearchOptions:
+    """The parsed --mode/--fusion/--rrf-k/--alpha/--candidates/--rerank-top/--rerank-weight as one SearchOptions."""
+    return SearchOptions(mode, fusion, rrf_k, alpha, candidates, rerank_top, rerank_weight)

@@ -4,7 +4,8 @@
    all-MiniLM-L6-v2, and of each --bi-encoder (say, `train cosent`'s model): `eval sts`.
 2. On the English STS-B retrieval set (`eval make-stsb-retrieval`, a flat index of its corpus
    with the bundled model; shared with benchmarks/hybrid.py's cache): nDCG@10 and MRR@10 of the
-   first stage alone (each of --modes) and re-ranked with N = each of --tops on each backend,
+   first stage alone (each of --modes) and re-ranked with N = each of --tops on each backend, at
+   each --weights (the cross-encoder's order alone, or blended with the first stage's scores),
    over all judged queries.
 3. Latency, one query at a time (--latency-queries after a warm-up, the settings taking turns on
    each query): the first stage alone, and first stage + re-ranking N on each backend, median ms;
@@ -45,15 +46,15 @@ def sts_rows(data_dir: Path, models: list[tuple[str, str]]) -> list[dict]:
     return rows
 
 
-def retrieval_rows(index, queries: dict, qrels: dict, rerankers: dict[str, Reranker], modes: list[str], tops: list[int]) -> list[dict]:
-    """nDCG@10 and MRR@10 of each first stage, alone and re-ranked with each N on each backend."""
+def retrieval_rows(index, queries: dict, qrels: dict, rerankers: dict[str, Reranker], modes: list[str], tops: list[int], weights: list[float]) -> list[dict]:
+    """nDCG@10 and MRR@10 of each first stage, alone and re-ranked with each N on each backend at each weight."""
     rows = []
     for mode in modes:
-        for backend, top in [(None, None), *((backend, top) for backend in rerankers for top in tops)]:
-            options = SearchOptions(mode, rerank_top=top) if top else SearchOptions(mode)
+        for backend, top, weight in [(None, None, 1.0), *((backend, top, weight) for backend in rerankers for top in tops for weight in weights)]:
+            options = SearchOptions(mode, rerank_top=top, rerank_weight=weight) if top else SearchOptions(mode)
             result = evaluate_retrieval(index, queries, qrels, (10,), options=options, reranker=rerankers[backend] if backend else None)
             setting = result.mode + (f" ({backend})" if backend else "")
-            rows.append({"setting": setting, "mode": mode, "backend": backend, "top": top, "ndcg@10": result.metrics["ndcg@10"] * 100,
+            rows.append({"setting": setting, "mode": mode, "backend": backend, "top": top, "weight": weight, "ndcg@10": result.metrics["ndcg@10"] * 100,
                          "mrr@10": result.metrics["mrr@10"] * 100, "queries": result.queries})
             print(f"  {setting}: nDCG@10 {rows[-1]['ndcg@10']:.2f}, MRR@10 {rows[-1]['mrr@10']:.2f}", flush=True)
     for row in rows:
@@ -101,7 +102,7 @@ def main(args: argparse.Namespace) -> None:
     index = api.open_index(folder / "index")
     queries, qrels = load_queries(folder / "queries.tsv"), load_qrels(folder / "qrels.tsv")
     rerankers = {backend: load_reranker(str(args.reranker), backend) for backend in args.backends}
-    retrieval = retrieval_rows(index, queries, qrels, rerankers, args.modes, args.tops)
+    retrieval = retrieval_rows(index, queries, qrels, rerankers, args.modes, args.tops, args.weights)
     latency = latencies_ms(index, list(queries.values())[: args.latency_queries], rerankers, args.modes[0], args.tops)
     print(retrieval_table(retrieval, latency, args.modes[0]), flush=True)
     results = {"sts": sts, "retrieval": retrieval, "latency_ms": latency}
@@ -114,6 +115,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bi-encoder", type=Path, nargs="*", default=[], help="more bi-encoders for the STS-B table (say, `train cosent`'s model)")
     parser.add_argument("--modes", nargs="+", default=["auto"], help="first stages (default: auto, the default mode); latency uses the first")
     parser.add_argument("--tops", type=int, nargs="+", default=[20, 50, 100], help="candidates re-ranked (default: 20 50 100)")
+    parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.5], help="--rerank-weight values for the retrieval rows (default: 1 0.5)")
     parser.add_argument("--backends", nargs="+", default=["torch", "onnx-int8"], choices=BACKENDS, help="the re-ranker's runtimes (default: torch onnx-int8)")
     parser.add_argument("--latency-queries", type=int, default=50, help="single queries timed per setting")
     paths.add_path_options(parser)

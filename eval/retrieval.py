@@ -67,5 +67,5 @@ def evaluate_retrieval(
     judged_docs = {d for q in judged for d in qrels[q]}
     numeric = [int(d) for d in judged_docs if d.isdigit() and int(d) < 2**63]
     unknown = len(judged_docs) - len(index.store.existing(numeric))
-    mode = options.label() + (f"+rerank@{options.rerank_top}" if reranker is not None else "")
+    mode = options.label() + (options.rerank_label() if reranker is not None else "")
     return RetrievalResult(result.metrics, result.queries, index.manifest.model, unknown, mode)

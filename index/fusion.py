@@ -50,6 +50,7 @@ class SearchOptions:
     alpha: float | None = None
     candidates: int | None = None
     rerank_top: int = RERANK_TOP  # with a re-ranker: how many first-stage hits it re-orders
+    rerank_weight: float = 1.0  # the re-ranker's weight in the order of those hits (min-max blend with the first stage's scores; 1: its order alone)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -64,6 +65,8 @@ class SearchOptions:
             raise UsageError(f"candidates must be at least 1, got {self.candidates}")
         if self.rerank_top < 1:
             raise UsageError(f"rerank_top must be at least 1, got {self.rerank_top}")
+        if not 0.0 <= self.rerank_weight <= 1.0:
+            raise UsageError(f"rerank_weight {self.rerank_weight} is outside [0, 1] (the re-ranker's weight)")
 
     def resolved(self, has_lexical: bool, index_alpha: Callable[[], float]) -> SearchOptions:
         """These options made concrete for one index: auto becomes hybrid (weighted unless told) or, without a lexical side, dense; a missing alpha the index's."""
@@ -83,6 +86,10 @@ class SearchOptions:
         if self.mode != "hybrid":
             return self.mode
         return f"hybrid-weighted-{self.alpha:g}" if self.fusion == "weighted" else "hybrid-rrf"
+
+    def rerank_label(self) -> str:
+        """+rerank@50, or +rerank@50-w0.5 when blended with the first stage: how a re-ranked result was ordered."""
+        return f"+rerank@{self.rerank_top}" + (f"-w{self.rerank_weight:g}" if self.rerank_weight < 1.0 else "")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from common.atomic import read_consistently
 from common.encoder import Encoder
 from common.reranker import Reranker
 from errors import DataError, UsageError
-from index.fusion import SearchOptions, auto_alpha, fuse, ranked
+from index.fusion import SearchOptions, auto_alpha, fuse, ranked, weighted_scores
 from index.gpu import attach_searcher
 from index import lexical
 from index.integrity import check_sizes
@@ -61,21 +61,26 @@ def rerank_pairs(queries: Sequence[str], rows: Sequence[Sequence[Hit]], top: int
     return [(query, hit.text) for query, row in zip(queries, rows) for hit in row[:top]]
 
 
-def reorder(rows: Sequence[Sequence[Hit]], scores: Sequence[float], top: int) -> list[list[Hit]]:
-    """Each query's first `top` hits re-sorted by their scores (in `rerank_pairs`' order; ties keep their first-stage order), then the rest as they were."""
+def reorder(rows: Sequence[Sequence[Hit]], scores: Sequence[float], top: int, weight: float = 1.0) -> list[list[Hit]]:
+    """Each query's first `top` hits re-sorted by their re-ranker scores (in `rerank_pairs`' order), or with `weight` < 1 by
+    weight · score' + (1 − weight) · first-stage score' (each min-max scaled over those hits, as weighted fusion does);
+    ties keep their first-stage order; then the rest as they were."""
     reranked, start = [], 0
     for row in rows:
         head = list(row[:top])
         mine, start = [float(s) for s in scores[start : start + len(head)]], start + len(head)
-        order = sorted(range(len(head)), key=lambda i: -mine[i])
+        blended = weighted_scores(list(enumerate(mine)), [(i, hit.score) for i, hit in enumerate(head)], weight)
+        order = sorted(range(len(head)), key=lambda i: -blended.get(i, 0.0))
         reranked.append([replace(head[i], rerank_score=mine[i]) for i in order] + list(row[top:]))
     return reranked
 
 
-def rerank(queries: Sequence[str], rows: Sequence[Sequence[Hit]], reranker: Reranker, top: int, batch_size: int = 32) -> list[list[Hit]]:
-    """Each query's first `top` hits re-scored by the cross-encoder and re-sorted; the pairs of every query go to it in one call
-    (it sorts them by length: less padding)."""
-    return reorder(rows, reranker.score_pairs(rerank_pairs(queries, rows, top), batch_size), top)
+def rerank(
+    queries: Sequence[str], rows: Sequence[Sequence[Hit]], reranker: Reranker, top: int, batch_size: int = 32, weight: float = 1.0
+) -> list[list[Hit]]:
+    """Each query's first `top` hits re-scored by the cross-encoder and re-sorted (`reorder`); the pairs of every query go to
+    it in one call (it sorts them by length: less padding)."""
+    return reorder(rows, reranker.score_pairs(rerank_pairs(queries, rows, top), batch_size), top, weight)
 
 
 class SearchIndex:
@@ -150,7 +155,7 @@ class SearchIndex:
         if reranker is None:
             return self.search_embedded(queries, vectors, k, where, options)
         hits = self.search_embedded(queries, vectors, max(k, options.rerank_top), where, options)
-        return [row[:k] for row in rerank(queries, hits, reranker, options.rerank_top)]
+        return [row[:k] for row in rerank(queries, hits, reranker, options.rerank_top, weight=options.rerank_weight)]
 
     def search_embedded(
         self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None = None, options: SearchOptions = SearchOptions()

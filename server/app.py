@@ -144,7 +144,7 @@ class Service:
             raise ApiError(400, f"candidates: {body.candidates} exceeds the limit of {self.config.max_k}", limit="max_k")
         if body.mode in ("lexical", "hybrid") and not served.index.store.has_lexical:
             raise ApiError(400, f"mode: index {served.name!r} {lexical.missing('DIR')}")
-        return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates, body.rerank_top)
+        return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates, body.rerank_top, body.rerank_weight)
 
     def search_reranker(self, body: m.SearchRequest) -> str | None:
         """The served re-ranker a search names, within the pair limit (queries × rerank_top), or None."""
@@ -168,7 +168,7 @@ class Service:
         hits = await self.batcher(served.encoder_key).search(texts, spec)
         if reranker is not None:  # the first stage's candidates, re-scored in the re-ranker's own batches (shared with /rerank)
             scores = await self.rerank_batcher(reranker).score(rerank_pairs(texts, hits, body.rerank_top))
-            hits = [row[: body.k] for row in reorder(hits, scores, body.rerank_top)]
+            hits = [row[: body.k] for row in reorder(hits, scores, body.rerank_top, body.rerank_weight)]
         return {"index": served.name, "results": [{"query": q, "hits": [h.to_json() for h in row]} for q, row in zip(texts, hits)]}
 
     async def rerank(self, body: m.RerankRequest) -> list[dict]:

@@ -21,6 +21,7 @@ from conftest import TINY_WORDS, crash_on_call
 from embedder.rerank_training import train_reranker
 from embedder.training import TRAINING_JSON, TrainConfig
 from errors import UsageError
+from index.fusion import SearchOptions
 
 
 def config(tmp_path: Path, base: Path, pairs: Path, **overrides) -> TrainConfig:
@@ -158,6 +159,19 @@ def test_reranking_reorders_the_top_hits_and_keeps_the_rest_behind_them():
     assert reranked[0].to_json()["rerank_score"] == 1.0
 
 
+def test_a_rerank_weight_below_one_blends_the_cross_encoder_with_the_first_stage():
+    from index.search import Hit, reorder
+
+    first_stage = [Hit(1, 0.9, "a"), Hit(2, 0.8, "b"), Hit(3, 0.7, "c"), Hit(4, 0.1, "d")]
+    scores = [0.0, 1.0, 0.6]  # min-max: first stage 1, .5, 0; cross-encoder 0, 1, .6
+    assert [h.id for h in reorder([first_stage], scores, 3)[0]] == [2, 3, 1, 4]
+    assert [h.id for h in reorder([first_stage], scores, 3, weight=0.5)[0]] == [2, 1, 3, 4]  # .75, .5, .3
+    kept = reorder([first_stage], scores, 3, weight=0.0)[0]
+    assert [h.id for h in kept] == [1, 2, 3, 4] and [h.rerank_score for h in kept] == [0.0, 1.0, 0.6, None]
+    with pytest.raises(UsageError, match="rerank_weight 1.5 is outside"):
+        SearchOptions(rerank_weight=1.5)
+
+
 def test_query_and_eval_retrieval_rerank_with_a_trained_cross_encoder(reranker, tiny_model_dir, tmp_path):
     rng = random.Random(1)
     texts = [" ".join(rng.choice(TINY_WORDS) for _ in range(5)) for _ in range(40)]
@@ -177,7 +191,11 @@ def test_query_and_eval_retrieval_rerank_with_a_trained_cross_encoder(reranker, 
     (tmp_path / "qrels.tsv").write_text("q1\t7\t1\n", encoding="utf-8")
     evaluated = run("eval", "retrieval", tmp_path / "idx", "--queries", tmp_path / "q.tsv", "--qrels", tmp_path / "qrels.tsv", "--json", "--rerank", reranker)
     assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["mode"] == "hybrid-weighted-0.7+rerank@50", evaluated.output
-    for extra, code, message in [(["--rerank-top", "0"], 2, "0 is not in the range x>=1"), ([], 2, "not a cross-encoder")]:
+    blended = run("eval", "retrieval", tmp_path / "idx", "--queries", tmp_path / "q.tsv", "--qrels", tmp_path / "qrels.tsv", "--json", "--rerank", reranker,
+                  "--rerank-weight", "0.5")
+    assert blended.exit_code == 0 and json.loads(blended.stdout)["mode"] == "hybrid-weighted-0.7+rerank@50-w0.5", blended.output
+    for extra, code, message in [(["--rerank-top", "0"], 2, "0 is not in the range x>=1"), (["--rerank-weight", "1.5"], 2, "1.5 is not in the range 0.0<=x<=1.0"),
+                                 ([], 2, "not a cross-encoder")]:
         bad = run("query", tmp_path / "idx", query, "--rerank", tiny_model_dir if not extra else reranker, *extra)
         assert bad.exit_code == code and message in bad.output, bad.output
 

@@ -570,6 +570,11 @@ def test_search_reranks_its_first_stage_with_a_served_cross_encoder(reranking, r
     assert too_many.status_code == 400 and too_many.json()["limit"] == "max_rerank_pairs" and "66 pairs" in too_many.json()["detail"]
     none_served = keyed.post("/search", json={"queries": ["a dog"], "rerank": "r"})
     assert none_served.status_code == 404 and "start the server with --rerank-model DIR" in none_served.json()["detail"]
+    kept = reranking.post("/search", json={"queries": QUERIES[:1], "k": 3, "rerank": "r", "rerank_top": 6, "rerank_weight": 0}).json()["results"][0]["hits"]
+    assert [h["id"] for h in kept] == [h["id"] for h in keyed.post("/search", json={"queries": QUERIES[:1], "k": 3}).json()["results"][0]["hits"]]
+    assert all("rerank_score" in h for h in kept)  # weight 0: the first stage's order, the cross-encoder's scores shown
+    bad_weight = reranking.post("/search", json={"queries": ["a dog"], "rerank": "r", "rerank_weight": 2})
+    assert bad_weight.status_code == 422 and "rerank_weight" in bad_weight.text
     assert reranking.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "rerankers": 1, "missing": []}
 
 
