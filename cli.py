@@ -63,7 +63,8 @@ def index() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder (only once the new one is complete).")
 @click.option("--type", "index_type", type=click.Choice(INDEX_TYPES), default="flat", show_default=True,
               help="flat: exact; ivf: IVF-Flat; ivfpq: IVF with product-quantized codes (small); hnsw: graph (fast, more memory); "
-                   "sq8: exact scan of 8-bit codes; auto: chosen from corpus size, dimension, --max-memory and --target-recall.")
+                   "sq8: exact scan of 8-bit codes; binary: exact Hamming scan of sign bits (32x smaller); binary-hnsw: graph over sign bits; "
+                   "auto: chosen from corpus size, dimension, --max-memory and --target-recall.")
 @click.option("--max-memory", default=DEFAULT_MAX_MEMORY, show_default=True, help="Memory budget for the index (auto), e.g. 2G, 512M.")
 @click.option("--target-recall", type=float, default=DEFAULT_TARGET_RECALL, show_default=True,
               help="Recall@10 vs exact search that nprobe/efSearch are tuned to reach on held-out queries.")

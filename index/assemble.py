@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from common.atomic import publish_version
@@ -49,7 +48,7 @@ def assemble_index(
     if trained.needs_training():
         placement.train(trained, sample[n_queries:] if len(sample) > n_queries else sample)
         trained = placement.to_cpu(trained)
-    parts = [VectorIndex(faiss.clone_index(trained.faiss_index), plan.index_type) for _ in range(shards)]
+    parts = [trained.copy() for _ in range(shards)]
     bounds = shard_bounds(n, shards)
     held = np.zeros(n, dtype=bool)
     held[positions[:n_queries]] = True  # added after tuning, as in index.build

@@ -22,7 +22,10 @@ from errors import UsageError
 from index.plan import GPU_MODES, IndexPlan
 from index.vectors import ID_MAPPED, VectorIndex
 
-NO_GPU_TYPES = {"hnsw": "FAISS has no GPU HNSW", "sq8": "FAISS has no GPU flat SQ8 index"}
+NO_GPU_TYPES = {
+    "hnsw": "FAISS has no GPU HNSW", "sq8": "FAISS has no GPU flat SQ8 index",
+    "binary": "binary codes are searched on the CPU", "binary-hnsw": "FAISS has no GPU HNSW",
+}
 TORCH_QUERY_BLOCK = 256
 
 Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]

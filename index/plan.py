@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from errors import UsageError
 
-INDEX_TYPES = ("flat", "ivf", "ivfpq", "hnsw", "sq8", "auto")
+INDEX_TYPES = ("flat", "ivf", "ivfpq", "hnsw", "sq8", "binary", "binary-hnsw", "auto")
+# Sign bits of the normalized vectors, compared by Hamming distance (one bit per dimension: 32x smaller than float32).
+BINARY_TYPES = ("binary", "binary-hnsw")
 DEFAULT_MAX_MEMORY = "2G"
 DEFAULT_TARGET_RECALL = 0.95
 
@@ -26,7 +28,7 @@ HNSW_EF_CONSTRUCTION = 80
 MIN_POINTS_PER_CENTROID = 39
 MAX_POINTS_PER_CENTROID = 256
 # Bytes per id the id maps keep: IDMap2 stores the id (8) and a hash entry back (~32); IVF lists store 8.
-ID_BYTES = {"flat": 40, "sq8": 40, "hnsw": 40, "ivf": 8, "ivfpq": 8}
+ID_BYTES = {"flat": 40, "sq8": 40, "hnsw": 40, "ivf": 8, "ivfpq": 8, "binary": 40, "binary-hnsw": 40}
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -98,15 +100,28 @@ def pq_m_for(dim: int, code_bytes: float, nbits: int) -> int | None:
     return max(fitting) if fitting else None
 
 
+def graph_bytes(params: dict[str, int]) -> float:
+    """Bytes per vector of an HNSW graph: level-0 links (2M ints), upper levels, offsets."""
+    return 2 * params.get("M", HNSW_M) * 4 * 1.05 + 16
+
+
+def check_binary_dim(dim: int) -> None:
+    """Sign bits are packed eight to a byte: FAISS's binary indexes need a dimension divisible by 8."""
+    if dim % 8:
+        raise UsageError(f"binary index types need a dimension divisible by 8 (sign bits are packed into bytes); the model gives {dim}")
+
+
 def estimate_bytes(plan: IndexPlan, n: int, dim: int) -> int:
     """Memory (≈ file size) of `plan` holding n vectors of dimension dim."""
     p, t = plan.params, plan.index_type
     per_vector = {
         "flat": 4 * dim,
         "sq8": dim,
-        "hnsw": 4 * dim + 2 * p.get("M", HNSW_M) * 4 * 1.05 + 16,  # level-0 links (2M ints), upper levels, offsets
+        "hnsw": 4 * dim + graph_bytes(p),
         "ivf": 4 * dim,
         "ivfpq": math.ceil(p.get("m", 0) * p.get("nbits", 8) / 8),
+        "binary": dim / 8,
+        "binary-hnsw": dim / 8 + graph_bytes(p),
     }[t] + ID_BYTES[t]
     fixed = 0
     if t in ("ivf", "ivfpq"):
@@ -126,6 +141,11 @@ def plan_for_type(index_type: str, n: int, dim: int, reasons: tuple[str, ...] = 
         return IndexPlan("sq8", "IDMap2,SQ8", {}, None, reasons)
     if index_type == "hnsw":
         return IndexPlan("hnsw", f"IDMap2,HNSW{HNSW_M}", {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}, "efSearch", reasons)
+    if index_type in BINARY_TYPES:
+        check_binary_dim(dim)
+        if index_type == "binary":
+            return IndexPlan("binary", "BIDMap2,BFlat", {}, None, reasons)
+        return IndexPlan("binary-hnsw", f"BIDMap2,BHNSW{HNSW_M}", {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}, "efSearch", reasons)
     nlist = nlist_for(n)
     if index_type == "ivf":
         return IndexPlan("ivf", f"IVF{nlist},Flat", {"nlist": nlist}, "nprobe", reasons)

@@ -1,10 +1,13 @@
 """The FAISS side of an index folder: create from a plan, add/remove by int64 id, search with filters, persist.
 
 Flat, SQ8 and HNSW indexes sit inside an `IndexIDMap2` (internal position → id);
-IVF indexes store ids in their inverted lists. FAISS's HNSW cannot remove
-vectors, so removal there writes a *tombstone* (the internal position is kept in
-`tombstones.npy` and excluded from every search with an ID selector); the graph
-is rebuilt from its stored vectors once tombstones pass `COMPACT_FRACTION`.
+IVF indexes store ids in their inverted lists. Binary types keep the sign bits of
+the vectors (`binary_codes`) in a FAISS binary index inside an `IndexBinaryIDMap2`,
+compared by Hamming distance h and scored cos(π·h/d), the angle that h estimates.
+FAISS's HNSW graphs cannot remove vectors, so removal there writes a *tombstone*
+(the internal position is kept in `tombstones.npy` and excluded from every search
+with an ID selector); the graph is rebuilt from its stored codes once tombstones
+pass `COMPACT_FRACTION`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import faiss
 import numpy as np
 
 from errors import DataError, WriteFailed
-from index.plan import IndexPlan
+from index.plan import BINARY_TYPES, IndexPlan
 
 VECTORS_NAME = "vectors.faiss"
 TOMBSTONES_NAME = "tombstones.npy"
 COMPACT_FRACTION = 0.25
-ID_MAPPED = ("flat", "sq8", "hnsw")
+ID_MAPPED = ("flat", "sq8", "hnsw", *BINARY_TYPES)
+GRAPH_TYPES = ("hnsw", "binary-hnsw")  # removal writes tombstones
 # Below this many queries FAISS runs single-threaded: waking OpenMP threads costs more than it saves
 # (one HNSW query on 2 busy cores: ~130-290 QPS with 2 threads, ~9,600 with 1).
 SINGLE_THREAD_BELOW = 16
@@ -56,19 +60,39 @@ class VectorIndex:
 
     @classmethod
     def create(cls, plan: IndexPlan, dim: int) -> VectorIndex:
-        """An empty (untrained) index for `plan`, inner product over normalized vectors (= cosine)."""
-        built = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
-        if plan.index_type == "hnsw":
-            faiss.downcast_index(built.index).hnsw.efConstruction = plan.params["efConstruction"]
-        return cls(built, plan.index_type)  # the factory already returns the concrete (downcast) class
+        """An empty (untrained) index for `plan`, inner product over normalized vectors (= cosine), or Hamming over their sign bits."""
+        if plan.index_type in BINARY_TYPES:  # the binary factory has no IDMap2 prefix: wrap it here
+            built = faiss.IndexBinaryIDMap2(faiss.index_binary_factory(dim, plan.factory.removeprefix("BIDMap2,")))
+        else:
+            built = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
+        vectors = cls(built, plan.index_type)  # the factory already returns the concrete (downcast) class
+        if plan.index_type in GRAPH_TYPES:
+            vectors.inner.hnsw.efConstruction = plan.params["efConstruction"]
+        return vectors
+
+    @property
+    def binary(self) -> bool:
+        return self.index_type in BINARY_TYPES
+
+    def copy(self) -> VectorIndex:
+        """An independent copy (a trained empty index handed to each shard)."""
+        if self.binary:  # clone_binary_index cannot clone an IDMap2
+            return VectorIndex(faiss.deserialize_index_binary(faiss.serialize_index_binary(self.faiss_index)), self.index_type)
+        return VectorIndex(faiss.clone_index(self.faiss_index), self.index_type)
+
+    def codes(self, vectors: np.ndarray) -> np.ndarray:
+        """What FAISS stores for `vectors`: float32 rows, or for binary types their sign bits."""
+        return binary_codes(vectors) if self.binary else np.ascontiguousarray(vectors, dtype=np.float32)
 
     @property
     def dim(self) -> int:
-        return int(self.faiss_index.d)
+        return int(self.faiss_index.d)  # a binary index's d counts bits: one per dimension
 
     @property
     def inner(self) -> faiss.Index:
-        """The index that holds the codes (inside the IDMap2 for flat/sq8/hnsw)."""
+        """The index that holds the codes (inside the IDMap2 for flat/sq8/hnsw and the binary types)."""
+        if self.binary:
+            return faiss.downcast_IndexBinary(self.faiss_index.index)
         return faiss.downcast_index(self.faiss_index.index) if self.index_type in ID_MAPPED else self.faiss_index
 
     @property
@@ -91,14 +115,14 @@ class VectorIndex:
         return faiss.vector_to_array(self.faiss_index.id_map).astype(np.int64, copy=False)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        self.faiss_index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+        self.faiss_index.add_with_ids(self.codes(vectors), np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> None:
-        """Remove the vectors of `ids` (tombstones for HNSW, compacted when they pile up)."""
+        """Remove the vectors of `ids` (tombstones for HNSW graphs, compacted when they pile up)."""
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return
-        if self.index_type != "hnsw":
+        if self.index_type not in GRAPH_TYPES:
             self.faiss_index.remove_ids(faiss.IDSelectorBatch(ids))
             return
         hit = np.flatnonzero(np.isin(self.id_map(), ids))
@@ -107,16 +131,19 @@ class VectorIndex:
             self.compact()
 
     def compact(self) -> None:
-        """Rebuild the HNSW graph from its live stored vectors, dropping tombstones (same M and efConstruction)."""
+        """Rebuild the HNSW graph from its live stored codes, dropping tombstones (same M and efConstruction)."""
         live = np.setdiff1d(np.arange(self.slots), self.tombstones)
-        vectors = self.inner.reconstruct_n(0, self.slots)[live] if self.slots else np.zeros((0, self.dim), np.float32)
+        stored = self.inner.reconstruct_n(0, self.slots)[live] if self.slots else None  # float32 rows, or packed bits for binary-hnsw
         ids = self.id_map()[live]
         old = self.inner.hnsw
-        rebuilt = faiss.index_factory(self.dim, f"IDMap2,HNSW{old.nb_neighbors(1)}", faiss.METRIC_INNER_PRODUCT)
-        graph = faiss.downcast_index(rebuilt.index).hnsw
-        graph.efConstruction, graph.efSearch = old.efConstruction, old.efSearch
-        self.faiss_index, self.tombstones = rebuilt, np.zeros(0, dtype=np.int64)
-        self.add(vectors, ids)
+        m = old.nb_neighbors(1)
+        prefix = "BIDMap2,B" if self.binary else "IDMap2,"
+        plan = IndexPlan(self.index_type, f"{prefix}HNSW{m}", {"M": m, "efConstruction": old.efConstruction}, "efSearch")
+        rebuilt = VectorIndex.create(plan, self.dim)
+        rebuilt.inner.hnsw.efSearch = old.efSearch
+        self.faiss_index, self.tombstones = rebuilt.faiss_index, np.zeros(0, dtype=np.int64)
+        if len(ids):
+            self.faiss_index.add_with_ids(np.ascontiguousarray(stored), ids)
 
     def apply_search_params(self, params: dict[str, int]) -> None:
         """Set the tuned nprobe / efSearch used by every later search."""
@@ -129,15 +156,15 @@ class VectorIndex:
     def _faiss_params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
         if self.index_type in ("ivf", "ivfpq"):
             return faiss.SearchParametersIVF(sel=selector, nprobe=int(self.faiss_index.nprobe))
-        if self.index_type == "hnsw":
+        if self.index_type in GRAPH_TYPES:
             return faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.inner.hnsw.efSearch))
         return faiss.SearchParameters(sel=selector)
 
     def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the top k per query row; ids -1 pad rows with fewer hits. `allowed_ids` restricts hits."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
         with faiss_threads_for(len(queries)):
-            return self._search(queries, k, allowed_ids)
+            scores, ids = self._search(self.codes(queries), k, allowed_ids)
+        return (hamming_scores(scores, ids, self.dim), ids) if self.binary else (scores, ids)
 
     def _search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed_ids is None and not len(self.tombstones):
@@ -156,7 +183,7 @@ class VectorIndex:
 
     def write(self, folder: Path) -> None:
         try:
-            faiss.write_index(self.faiss_index, str(folder / VECTORS_NAME))
+            (faiss.write_index_binary if self.binary else faiss.write_index)(self.faiss_index, str(folder / VECTORS_NAME))
         except RuntimeError as exc:  # FAISS reports a full or read-only disk as a C++ assertion
             raise WriteFailed(f"{folder / VECTORS_NAME}: FAISS could not write it ({str(exc).strip().splitlines()[0]}): is the disk full?") from None
         if len(self.tombstones):
@@ -170,12 +197,23 @@ class VectorIndex:
         # IVF maps its inverted lists (IO_FLAG_MMAP); flat, SQ8 and HNSW storage are flat codes (IO_FLAG_MMAP_IFC).
         flags = (faiss.IO_FLAG_MMAP_IFC if index_type in ID_MAPPED else faiss.IO_FLAG_MMAP) | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
-            loaded = faiss.read_index(str(folder / name), flags)
+            loaded = (faiss.read_index_binary if index_type in BINARY_TYPES else faiss.read_index)(str(folder / name), flags)
         except RuntimeError as exc:
             raise DataError(f"{folder / name}: cannot be read by FAISS ({str(exc).strip().splitlines()[0]})") from None
         vectors = cls(loaded, index_type, {}, read_tombstones(folder / TOMBSTONES_NAME, int(loaded.ntotal)))
         vectors.apply_search_params(search_params)
         return vectors
+
+
+def binary_codes(vectors: np.ndarray) -> np.ndarray:
+    """The sign bits of each row, packed eight to a byte: what binary indexes store and query with."""
+    return np.packbits(np.asarray(vectors) > 0, axis=1)
+
+
+def hamming_scores(distances: np.ndarray, ids: np.ndarray, dim: int) -> np.ndarray:
+    """Hamming distances as cosine estimates cos(π·h/d) (same order; padding rows, id -1, get FAISS's lowest score)."""
+    scores = np.cos(np.pi * distances.astype(np.float32) / dim).astype(np.float32)
+    return np.where(ids >= 0, scores, -np.finfo(np.float32).max).astype(np.float32)
 
 
 def read_tombstones(path: Path, slots: int) -> np.ndarray:

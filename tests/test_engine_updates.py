@@ -83,7 +83,7 @@ def test_each_document_finds_itself_with_every_type(tmp_path, docs, tiny_model_d
         assert sum(t == 1000 + i for i, t in enumerate(top)) >= (20 if index_type != "ivfpq" else 10), index_type
 
 
-@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw", "binary", "binary-hnsw"])
 def test_add_remove_and_upsert(tmp_path, docs, tiny_model_dir, index_type):
     out = tmp_path / "idx"
     build(docs, out, tiny_model_dir, index_type=index_type)
@@ -115,9 +115,10 @@ def test_add_remove_and_upsert(tmp_path, docs, tiny_model_dir, index_type):
         remove_documents(out, [5000])
 
 
-def test_hnsw_tombstones_are_compacted_away(tmp_path, docs, tiny_model_dir):
+@pytest.mark.parametrize("index_type", ["hnsw", "binary-hnsw"])
+def test_hnsw_tombstones_are_compacted_away(tmp_path, docs, tiny_model_dir, index_type):
     out = tmp_path / "idx"
-    build(docs, out, tiny_model_dir, index_type="hnsw")
+    build(docs, out, tiny_model_dir, index_type=index_type)
     remove_documents(out, range(1000, 1050))  # 50 of 300: tombstones, no rebuild yet
     manifest = Manifest.read(out)
     assert (manifest.document_count, manifest.vector_count) == (250, 300)
@@ -165,7 +166,7 @@ def test_crash_in_the_middle_of_an_add_leaves_the_previous_index_unchanged(tmp_p
     assert [(h.id, h.score) for h in api.open_index(out).search(["a dog"], k=5)[0]] == [(h.id, h.score) for h in before_hits]
 
 
-@pytest.mark.parametrize("index_type", ["ivf", "flat"])
+@pytest.mark.parametrize("index_type", ["ivf", "flat", "binary"])
 def test_resume_after_an_interrupted_build_gives_the_same_index(tmp_path, docs, tiny_model_dir, monkeypatch, index_type):
     whole = build(docs, tmp_path / "whole", tiny_model_dir, index_type=index_type, chunk_size=64)
     real_encode = SentenceEncoder.encode
