@@ -15,7 +15,7 @@ import click
 from cli_bench import bench
 from cli_models import reduce_group, train
 from cli_options import (
-    CORPUS, IN_FILE, MODEL_HELP, SimsearchGroup, backend_option, batch_size_option, corpus_options, engine_options, gpu_option, json_line,
+    CORPUS, IN_FILE, MODEL_HELP, RESCORE, SimsearchGroup, backend_option, batch_size_option, corpus_options, engine_options, gpu_option, json_line,
     lock_timeout_option, parse_columns, parse_where, search_mode_options, search_options,
 )
 from common.corpus import CorpusSpec
@@ -68,13 +68,17 @@ def index() -> None:
 @click.option("--max-memory", default=DEFAULT_MAX_MEMORY, show_default=True, help="Memory budget for the index (auto), e.g. 2G, 512M.")
 @click.option("--target-recall", type=float, default=DEFAULT_TARGET_RECALL, show_default=True,
               help="Recall@10 vs exact search that nprobe/efSearch are tuned to reach on held-out queries.")
+@click.option("--rescore", type=RESCORE, default=None, metavar="M|off",
+              help="Keep the float32 vectors on disk (memory-mapped, not loaded) and re-score the top k x M candidates by exact cosine. "
+                   "Default 4 for binary and binary-hnsw, off for the others; also for sq8, ivf and ivfpq.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of --output from its last completed chunk.")
 @gpu_option
 @lock_timeout_option
 @engine_options(sharded=True)
 def index_build(
     corpus: str, output: Path, model: str | None, backend: str, batch_size: int, text_column: str, id_column: str | None, fmt: str | None,
-    overwrite: bool, index_type: str, max_memory: str, target_recall: float, resume: bool, gpu: str, lock_timeout: float | None, ray_options,
+    overwrite: bool, index_type: str, max_memory: str, target_recall: float, rescore: int | None, resume: bool, gpu: str, lock_timeout: float | None,
+    ray_options,
 ) -> None:
     """Embed CORPUS and write an index folder (cosine similarity) to --output.
 
@@ -85,7 +89,10 @@ def index_build(
     from index.build import BuildConfig
     from simsearch.api import build
 
-    config = BuildConfig(batch_size, overwrite, index_type=index_type, max_memory=max_memory, target_recall=target_recall, resume=resume, gpu=gpu, lock_timeout=lock_timeout)
+    config = BuildConfig(
+        batch_size, overwrite, index_type=index_type, max_memory=max_memory, target_recall=target_recall, resume=resume, gpu=gpu, lock_timeout=lock_timeout,
+        rescore=rescore,
+    )
     manifest = build(CorpusSpec(corpus, text_column, id_column, fmt), output, config, model, backend, ray_options=ray_options)
     blank = manifest.source.get("blank_lines_skipped", 0)
     click.echo(f"indexed {manifest.document_count} documents ({blank} blank lines skipped) into {output}", err=True)
@@ -169,7 +176,7 @@ def index_info(folder: Path, as_json: bool) -> None:
     from simsearch.api import info
 
     manifest = info(folder)
-    fields = asdict(manifest)
+    fields = {**asdict(manifest), "memory": manifest.memory()}
     if as_json:
         click.echo(json.dumps(fields, indent=2, ensure_ascii=False))
         return

@@ -47,6 +47,29 @@ def os_error_line(exc: OSError) -> str:
     return f"{files}: {exc.strerror}" if files else str(exc.strerror or exc)
 
 
+class CountOrWord(click.ParamType):
+    """A whole number >= 1, or one word that stands for `meaning`: `--dim K|auto`, `--rescore M|off`."""
+
+    def __init__(self, word: str, meaning: object) -> None:
+        self.word, self.meaning, self.name = word, meaning, f"N|{word}"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == self.meaning:
+            return value
+        if str(value).strip().lower() == self.word:
+            return self.meaning
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number nor {self.word!r}", param, ctx)
+        if number < 1:
+            self.fail(f"{number}: must be at least 1 (or {self.word})", param, ctx)
+        return number
+
+
+RESCORE = CountOrWord("off", 0)  # --rescore M|off: off is 0
+
+
 def corpus_options(func):
     """Options shared by every command that reads a corpus file."""
     func = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)(func)
@@ -143,23 +166,6 @@ Examples:
 """
 
 
-class DimType(click.ParamType):
-    """--dim: a positive integer or 'auto'."""
-
-    name = "K|auto"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int) or value == "auto":
-            return value
-        try:
-            number = int(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither a whole number nor 'auto'", param, ctx)
-        if number < 1:
-            self.fail(f"{number} is not a positive dimension", param, ctx)
-        return number
-
-
 def reduce_options(func):
     """Options shared by `reduce whiten` and `reduce jl`: output, how `--dim auto` measures, batch size."""
     func = click.option("--overwrite", is_flag=True, help="Replace an existing OUT folder (only once the new one is complete).")(func)
@@ -170,7 +176,7 @@ def reduce_options(func):
     func = click.option("--split", default="dev", show_default=True, help="Split of --data that --dim auto measures on.")(func)
     func = click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="STS file for --dim auto (Spearman), e.g. STS-B.")(func)
     func = click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the reduced model.")(func)
-    func = click.option("--dim", type=DimType(), required=True, help="Output dimension, or 'auto': the smallest sweep dim keeping --target of the full-dim score.")(func)
+    func = click.option("--dim", type=CountOrWord("auto", "auto"), required=True, help="Output dimension, or 'auto': the smallest sweep dim keeping --target of the full-dim score.")(func)
     return func
 
 

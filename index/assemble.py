@@ -17,7 +17,7 @@ import numpy as np
 
 from common.atomic import publish_version
 from common.measures import StreamingExactTopK
-from index.build import TUNING_K, BuildConfig, describe_build, measure, sample_positions
+from index.build import TUNING_K, BuildConfig, describe_build, keep_floats, measure, sample_positions
 from index.gpu import place
 from index.manifest import SHARDED_FORMAT_VERSION, Manifest
 from index.partial import PartialBuild
@@ -62,6 +62,9 @@ def assemble_index(
                 placement.add(part, vectors[lo:hi][keep[lo:hi]], ids[lo:hi][keep[lo:hi]])
         exact.add(vectors[keep], ids[keep])
     parts = [placement.to_cpu(part) for part in parts]
+    for number, part in enumerate(parts):
+        lo, hi = bounds[number], bounds[number + 1]
+        keep_floats(part, plan, config, (all_vectors[lo:hi], all_ids[lo:hi]), held_out)
     searcher = parts[0] if shards == 1 else ShardedVectors(parts)
     quality = measure(plan, searcher, exact, held_out, config.target_recall)
     owner = np.searchsorted(bounds, positions[:n_queries], side="right") - 1

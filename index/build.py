@@ -31,6 +31,7 @@ from index.manifest import Manifest
 from index.partial import PartialBuild, partial_path
 from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, IndexPlan, check_target_recall, choose_plan, parse_memory, plan_for_type, tuning_query_count
 from index.quality import Quality, tune_and_measure
+from index.rescore import RESCORE_TYPES, FloatStore, rescore_multiplier
 from index.vectors import VectorIndex
 
 TUNING_K = 10
@@ -51,6 +52,7 @@ class BuildConfig:
     gpu: str = "auto"  # auto, off, one, all (see index.gpu)
     seed: int = 0
     lock_timeout: float | None = None  # seconds to wait for another writer of the folder (None: as long as it takes)
+    rescore: int | None = None  # keep float vectors and re-score k x this many candidates (0: off; None: 4 for binary types, else off)
 
 
 def make_plan(config: BuildConfig, n: int, dim: int) -> IndexPlan:
@@ -59,7 +61,16 @@ def make_plan(config: BuildConfig, n: int, dim: int) -> IndexPlan:
     budget = parse_memory(config.max_memory)
     if config.index_type == "auto":
         return choose_plan(n, dim, budget, config.target_recall)
+    rescore_multiplier(config.index_type, config.rescore)  # refuse a bad --rescore before any encoding
     return plan_for_type(config.index_type, n, dim, (f"--type {config.index_type}",))
+
+
+def keep_floats(vectors: VectorIndex, plan: IndexPlan, config: BuildConfig, stream: tuple[np.ndarray, np.ndarray], held_out: np.ndarray) -> None:
+    """Give `vectors` the float rows of its documents (a build's stream, `held_out` ids left for their own add) when the build rescores."""
+    multiplier = rescore_multiplier(plan.index_type, config.rescore if plan.index_type in RESCORE_TYPES else None)
+    if multiplier:
+        vectors.floats = FloatStore.of(*stream, keep=~np.isin(stream[1], held_out))
+        vectors.apply_search_params({"rescore": multiplier})
 
 
 def sample_positions(n: int, plan: IndexPlan, seed: int) -> np.ndarray:
@@ -182,6 +193,7 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
             partial.record_chunk(embedded, ids, chunk)
             bar.update(len(chunk))
     vectors = placement.to_cpu(vectors)
+    keep_floats(vectors, plan, config, partial.stream(), held_out)
     quality = measure(plan, vectors, exact, held_out, config.target_recall)
     vectors.add(sample_vectors[:n_queries], held_out)
 
@@ -206,7 +218,7 @@ def describe_build(
         index_type=plan.index_type,
         faiss_factory=plan.factory,
         index_params=dict(plan.params),
-        search_params=dict(quality.search_params),
+        search_params={**quality.search_params, **({"rescore": vectors.rescore} if vectors.rescore else {})},
         choice={"requested": config.index_type, "max_memory": parse_memory(config.max_memory), "target_recall": config.target_recall,
                 "reasons": list(plan.reasons), "device": device, "build_seconds": round(time.perf_counter() - started, 2)},
         quality=quality.as_dict(),
@@ -216,6 +228,7 @@ def describe_build(
         model_fingerprint=provenance.get("fingerprint"),
         source=source,
         lexical=dict(lexical.DESCRIPTION) if has_lexical else {},  # none only when resuming a partial build of an older simsearch
+        floats=vectors.floats_description(),
         **extra,
     )
 

@@ -93,4 +93,7 @@ def _verify(folder: Path, version: Path) -> Verified:
         raise DataError(f"{folder}: counts disagree (manifest {manifest.document_count}, SQLite {stored}, FAISS {live})")
     if manifest.lexical and not (has_lexical and lexical_count == stored):
         raise DataError(f"{folder}: the lexical index holds {lexical_count} of {stored} documents")
+    floats = loaded.vectors.floats_description().get("rows")
+    if manifest.floats and floats != stored:
+        raise DataError(f"{folder}: the float vectors for rescoring hold {floats} rows for {stored} documents")
     return Verified(files, stored)

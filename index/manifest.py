@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
@@ -60,6 +61,7 @@ class Manifest:
     shards: list[dict[str, Any]] = field(default_factory=list)  # [{"path", "documents", "bytes"}] of a sharded folder; empty: one vectors.faiss
     lexical: dict[str, Any] = field(default_factory=dict)  # the BM25 index in docs.sqlite (index.lexical.DESCRIPTION); empty: none (older folders)
     engine: dict[str, Any] = field(default_factory=dict)  # how it was built: {"name": "ray", "workers", "docs_per_second", ...}
+    floats: dict[str, Any] = field(default_factory=dict)  # float vectors kept for rescoring: {"file", "generation", "rows"} (index.rescore); empty: none
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     simsearch_version: str = field(default_factory=simsearch_version)
     format_version: int = FORMAT_VERSION
@@ -111,12 +113,14 @@ class Manifest:
             raise bad("model", self.model, "a model name")
         if self.index_type not in INDEX_TYPES[:-1]:
             raise bad("index_type", self.index_type, f"one of {', '.join(INDEX_TYPES[:-1])}")
-        for name in ("index_params", "search_params", "choice", "quality", "source", "files", "lexical"):
+        for name in ("index_params", "search_params", "choice", "quality", "source", "files", "lexical", "floats"):
             if not isinstance(getattr(self, name), dict):
                 raise bad(name, getattr(self, name), "an object")
         for key, value in self.search_params.items():
             if not whole(value) or value < 1:
                 raise bad(f"search_params.{key}", value, "a positive whole number")
+        if self.floats and not (isinstance(self.floats.get("generation"), str) and re.fullmatch(r"[0-9a-f]{32}", self.floats["generation"])):
+            raise bad("floats.generation", self.floats.get("generation"), "32 hexadecimal digits")
         if self.vector_count is not None and (not whole(self.vector_count) or self.vector_count < 0):
             raise bad("vector_count", self.vector_count, "a whole number >= 0")
         if self.lexical and self.lexical.get("version") != LEXICAL_VERSION:
@@ -145,6 +149,19 @@ class Manifest:
                 if not whole(shard.get(key)) or shard[key] < 0:
                     raise bad(f"shards[{number}].{key}", shard.get(key), "a whole number >= 0")
 
+    def memory(self) -> dict[str, Any]:
+        """Bytes per stored vector held in RAM once loaded (FAISS codes, ids and their hash map) and on disk (the floats for rescoring too, memory-mapped)."""
+        from index.plan import ID_BYTES
+
+        sizes = {name.rsplit("/", 1)[-1]: 0 for name in ("vectors.faiss", "floats.bin", "tombstones.npy")}
+        for name, record in self.files.items():
+            if name.rsplit("/", 1)[-1] in sizes:
+                sizes[name.rsplit("/", 1)[-1]] += record["bytes"]
+        count = max(self.vector_count if self.vector_count is not None else self.document_count, 1)
+        ram = sizes["vectors.faiss"] + sizes["tombstones.npy"] + (ID_BYTES.get(self.index_type, 8) - 8) * count  # the file holds 8 bytes of id
+        disk = sum(sizes.values())
+        return {"ram_bytes_per_vector": round(ram / count, 1), "disk_bytes_per_vector": round(disk / count, 1), "float32_bytes_per_vector": 4 * self.embedding_dim}
+
     def explain(self) -> str:
         """Why this index: type, factory, parameters, reasons, and the recall@10/QPS measured at build time."""
         from index.plan import format_bytes
@@ -162,6 +179,11 @@ class Manifest:
         if self.shards:
             lines.append(f"shards: {len(self.shards)}, searched together (top-k merged by score): "
                          + ", ".join(f"{s['path']} {s['documents']} docs {format_bytes(s['bytes'])}" for s in self.shards))
+        if self.files:
+            memory = self.memory()
+            floats = f", float vectors on disk memory-mapped for rescoring k x {self.search_params.get('rescore')}" if self.floats else ""
+            lines.append(f"memory: {memory['ram_bytes_per_vector']:.0f} bytes per vector in RAM, {memory['disk_bytes_per_vector']:.0f} on disk{floats} "
+                         f"(float32 alone: {memory['float32_bytes_per_vector']})")
         if self.lexical:
             lines.append(f"lexical: BM25 over SQLite FTS5 in docs.sqlite (tokenize '{self.lexical.get('tokenize')}', CJK {self.lexical.get('cjk')})")
         else:

@@ -234,9 +234,9 @@ def _load(path: Path, version: Path, encoder: Encoder | None, mmap: bool, gpu: s
             raise DataError(f"{path}: index is incomplete (no {name})")
     check_sizes(version, manifest.files)
     if manifest.shards:
-        vectors = ShardedVectors.read(version, manifest.shards, manifest.index_type, manifest.search_params, mmap=mmap)
+        vectors = ShardedVectors.read(version, manifest.shards, manifest.index_type, manifest.search_params, mmap=mmap, floats=manifest.floats)
     else:
-        vectors = VectorIndex.read(version, manifest.index_type, manifest.search_params, mmap=mmap)
+        vectors = VectorIndex.read(version, manifest.index_type, manifest.search_params, mmap=mmap, floats=manifest.floats)
     if vectors.dim != manifest.embedding_dim:
         raise DataError(f"{path}: vectors have dim {vectors.dim} but the manifest says {manifest.embedding_dim}")
     if encoder is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from index.rescore import new_generation
 from index.vectors import VECTORS_NAME, VectorIndex
 
 
@@ -57,6 +58,15 @@ class ShardedVectors:
     def search_params(self) -> dict[str, int]:
         return self.shards[0].search_params
 
+    @property
+    def rescore(self) -> int:
+        return self.shards[0].rescore
+
+    def floats_description(self) -> dict:
+        """The manifest's `floats` (each shard's file, one generation); `rows` counts them all."""
+        first = self.shards[0].floats_description()
+        return {**first, "rows": sum(s.floats_description()["rows"] for s in self.shards)} if first else {}
+
     def apply_search_params(self, params: dict[str, int]) -> None:
         for shard in self.shards:
             shard.apply_search_params(params)
@@ -68,14 +78,16 @@ class ShardedVectors:
 
     def write(self, folder: Path) -> list[dict[str, Any]]:
         """Write each shard into its sub-folder; return the manifest's `shards` entries."""
-        described = []
+        described, generation = [], new_generation()
         for number, shard in enumerate(self.shards):
             sub = folder / shard_name(number)
             sub.mkdir(exist_ok=True)
-            shard.write(sub)
+            shard.write(sub, generation)
             described.append({"path": sub.name, "documents": shard.live_count, "bytes": (sub / VECTORS_NAME).stat().st_size})
         return described
 
     @classmethod
-    def read(cls, folder: Path, entries: list[dict[str, Any]], index_type: str, search_params: dict[str, int], mmap: bool = False) -> ShardedVectors:
-        return cls([VectorIndex.read(folder / entry["path"], index_type, search_params, mmap=mmap) for entry in entries])
+    def read(
+        cls, folder: Path, entries: list[dict[str, Any]], index_type: str, search_params: dict[str, int], mmap: bool = False, floats: dict | None = None,
+    ) -> ShardedVectors:
+        return cls([VectorIndex.read(folder / entry["path"], index_type, search_params, mmap=mmap, floats=floats) for entry in entries])

@@ -55,6 +55,7 @@ def _largest_id(folder: Path) -> int:
 
 def _finish(work: Path, manifest: Manifest, vectors: VectorIndex, change: dict) -> Manifest:
     vectors.write(work)
+    manifest.floats = vectors.floats_description()
     manifest.document_count = vectors.live_count
     manifest.vector_count = vectors.slots
     manifest.source = {**manifest.source, "updates": [*manifest.source.get("updates", []), change]}
@@ -105,7 +106,7 @@ def add_documents(
                 "or give the new documents ids not in the index (documents without an id get fresh ones)"
             )
         with atomic_update(folder) as work:
-            vectors = VectorIndex.read(work, manifest.index_type, manifest.search_params)
+            vectors = VectorIndex.read(work, manifest.index_type, manifest.search_params, floats=manifest.floats)
             store = DocStore.open_writable(work / STORE_NAME)
             with progress_bar(total.documents, "adding", "doc", show_progress) as bar:
                 for chunk in chunks(numbered_documents(corpus, first), chunk_size):
@@ -176,7 +177,7 @@ def remove_documents(folder: Path, ids: Iterable[int], lock_timeout: float | Non
             shown = ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
             raise DataError(f"{folder}: {len(missing)} id(s) not in the index ({shown}); nothing removed")
         with atomic_update(folder) as work:
-            vectors = VectorIndex.read(work, manifest.index_type, manifest.search_params)
+            vectors = VectorIndex.read(work, manifest.index_type, manifest.search_params, floats=manifest.floats)
             vectors.remove(np.array(wanted, dtype=np.int64))
             store = DocStore.open_writable(work / STORE_NAME)
             store.remove(wanted)

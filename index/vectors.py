@@ -22,6 +22,7 @@ import numpy as np
 
 from errors import DataError, WriteFailed
 from index.plan import BINARY_TYPES, IndexPlan
+from index.rescore import FLOATS_NAME, FloatStore, new_generation
 
 VECTORS_NAME = "vectors.faiss"
 TOMBSTONES_NAME = "tombstones.npy"
@@ -57,6 +58,8 @@ class VectorIndex:
     tombstones: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     # A GPU search (see index.gpu) used for unfiltered queries; filters always run on the CPU index.
     accelerator: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None
+    # The float vectors (memory-mapped `floats.bin`) that re-score k x search_params["rescore"] candidates (index.rescore).
+    floats: FloatStore | None = None
 
     @classmethod
     def create(cls, plan: IndexPlan, dim: int) -> VectorIndex:
@@ -104,6 +107,15 @@ class VectorIndex:
     def live_count(self) -> int:
         return self.slots - len(self.tombstones)
 
+    @property
+    def rescore(self) -> int:
+        """Candidates per hit re-scored by the float vectors (0: off)."""
+        return int(self.search_params.get("rescore", 0)) if self.floats is not None else 0
+
+    def floats_description(self) -> dict:
+        """The manifest's `floats`: the file and the generation it was written in ({} without float vectors)."""
+        return {} if self.floats is None else {"file": FLOATS_NAME, "generation": self.floats.generation, "rows": len(self.floats.sorted_ids)}
+
     def needs_training(self) -> bool:
         return not self.faiss_index.is_trained
 
@@ -116,12 +128,16 @@ class VectorIndex:
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         self.faiss_index.add_with_ids(self.codes(vectors), np.ascontiguousarray(ids, dtype=np.int64))
+        if self.floats is not None:
+            self.floats.add(vectors, ids)
 
     def remove(self, ids: np.ndarray) -> None:
         """Remove the vectors of `ids` (tombstones for HNSW graphs, compacted when they pile up)."""
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return
+        if self.floats is not None:
+            self.floats.remove(ids)
         if self.index_type not in GRAPH_TYPES:
             self.faiss_index.remove_ids(faiss.IDSelectorBatch(ids))
             return
@@ -146,8 +162,8 @@ class VectorIndex:
             self.faiss_index.add_with_ids(np.ascontiguousarray(stored), ids)
 
     def apply_search_params(self, params: dict[str, int]) -> None:
-        """Set the tuned nprobe / efSearch used by every later search."""
-        self.search_params = dict(params)
+        """Set the tuned nprobe / efSearch (and the rescore multiplier) used by every later search; other parameters stay."""
+        self.search_params = {**self.search_params, **params}
         if "nprobe" in params:
             self.faiss_index.nprobe = int(params["nprobe"])
         if "efSearch" in params:
@@ -163,7 +179,9 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the top k per query row; ids -1 pad rows with fewer hits. `allowed_ids` restricts hits."""
         with faiss_threads_for(len(queries)):
-            scores, ids = self._search(self.codes(queries), k, allowed_ids)
+            scores, ids = self._search(self.codes(queries), k * self.rescore or k, allowed_ids)
+        if self.rescore:
+            return self.floats.rescore(np.asarray(queries, dtype=np.float32), ids, k)
         return (hamming_scores(scores, ids, self.dim), ids) if self.binary else (scores, ids)
 
     def _search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +199,14 @@ class VectorIndex:
         scores, labels = self.inner.search(queries, k, params=self._faiss_params(selector))
         return scores, np.where(labels >= 0, id_map[np.maximum(labels, 0)], -1)
 
-    def write(self, folder: Path) -> None:
+    def write(self, folder: Path, generation: str | None = None) -> None:
+        """FAISS codes, tombstones and float vectors into `folder` (the floats under `generation`, a new one by default, then mapped from there)."""
+        if self.floats is not None:
+            generation = generation or new_generation()
+            self.floats.write(folder, generation)
+            self.floats = FloatStore.read(folder, generation, self.dim)
+        else:
+            (folder / FLOATS_NAME).unlink(missing_ok=True)
         try:
             (faiss.write_index_binary if self.binary else faiss.write_index)(self.faiss_index, str(folder / VECTORS_NAME))
         except RuntimeError as exc:  # FAISS reports a full or read-only disk as a C++ assertion
@@ -192,8 +217,10 @@ class VectorIndex:
             (folder / TOMBSTONES_NAME).unlink(missing_ok=True)  # an update works on a copy that may hold old ones
 
     @classmethod
-    def read(cls, folder: Path, index_type: str, search_params: dict[str, int], mmap: bool = False, name: str = VECTORS_NAME) -> VectorIndex:
-        """Load from `folder`; `mmap` maps the codes from disk read-only instead of reading them into memory."""
+    def read(
+        cls, folder: Path, index_type: str, search_params: dict[str, int], mmap: bool = False, name: str = VECTORS_NAME, floats: dict | None = None,
+    ) -> VectorIndex:
+        """Load from `folder`; `mmap` maps the codes from disk read-only instead of reading them into memory; `floats` (the manifest's) maps the float vectors."""
         # IVF maps its inverted lists (IO_FLAG_MMAP); flat, SQ8 and HNSW storage are flat codes (IO_FLAG_MMAP_IFC).
         flags = (faiss.IO_FLAG_MMAP_IFC if index_type in ID_MAPPED else faiss.IO_FLAG_MMAP) | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
@@ -201,6 +228,8 @@ class VectorIndex:
         except RuntimeError as exc:
             raise DataError(f"{folder / name}: cannot be read by FAISS ({str(exc).strip().splitlines()[0]})") from None
         vectors = cls(loaded, index_type, {}, read_tombstones(folder / TOMBSTONES_NAME, int(loaded.ntotal)))
+        if floats:
+            vectors.floats = FloatStore.read(folder, floats["generation"], vectors.dim)
         vectors.apply_search_params(search_params)
         return vectors
 

@@ -18,6 +18,7 @@ from errors import DataError, Interrupted, UsageError
 from index import BuildConfig, Manifest
 from simsearch import api
 from index.gpu import faiss_gpu_count, torch_cuda_available
+from index.integrity import verify_index
 from index.partial import partial_path
 from index.update import add_documents, remove_documents
 
@@ -113,6 +114,7 @@ def test_add_remove_and_upsert(tmp_path, docs, tiny_model_dir, index_type):
     assert searcher.search(["stocks fell today"], k=1)[0][0].id == 5002 and searcher.store.count() == 300
     with pytest.raises(DataError, match="not in the index.*5000"):
         remove_documents(out, [5000])
+    assert verify_index(out).documents == 300  # checksums, and FAISS, SQLite (and the floats kept for rescoring) hold the same count
 
 
 @pytest.mark.parametrize("index_type", ["hnsw", "binary-hnsw"])

@@ -30,7 +30,7 @@ CACHE_VARIABLES = (
 # What an empty home may hold afterwards: font lists (matplotlib, fontconfig) and our own ONNX exports.
 ACCEPTED_IN_HOME = {".cache/matplotlib", ".config/matplotlib", ".cache/fontconfig", ".cache/simsearch"}
 HOMES = ("empty", "read-only", "unset")
-INDEX_LINES = ("indexed ", "index: ", "why: ", "built on: ", "lexical: ", "search: ", "measured on ")
+INDEX_LINES = ("indexed ", "index: ", "why: ", "built on: ", "memory: ", "lexical: ", "search: ", "measured on ")
 
 
 def fresh_env(home: Path | None) -> dict[str, str]:
