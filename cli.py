@@ -203,7 +203,7 @@ def index_info(folder: Path, as_json: bool) -> None:
 def query(
     folder: Path, text: str | None, queries: Path | None, k: int, as_json: bool, batch_size: int, where: tuple[str, ...], mmap: bool,
     model: str | None, backend: str | None, gpu: str, mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None,
-    rerank: str | None, rerank_top: int, rerank_weight: float, rerank_backend: str,
+    rerank: str | None, rerank_top: int, rerank_weight: float, rerank_backend: str, rescore: int | None,
 ) -> None:
     """Find the K documents of index DIR most similar to TEXT (or to each line of --queries).
 
@@ -216,7 +216,7 @@ def query(
     from simsearch.api import query as run_query
 
     conditions = parse_where(where)
-    options = search_options(mode, fusion, rrf_k, alpha, candidates, rerank_top, rerank_weight)
+    options = search_options(mode, fusion, rrf_k, alpha, candidates, rerank_top, rerank_weight, rescore)
     result = run_query(folder, text, queries, k, conditions, mmap, gpu, batch_size, model, backend, options, rerank, rerank_backend)
     if result.device != "CPU":
         note = f"search on {result.device}"
@@ -285,7 +285,7 @@ def eval_sts(
 def eval_retrieval(
     folder: Path, queries: Path, qrels: Path, ks: str, as_json: bool, batch_size: int, backend: str | None,
     mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None, rerank: str | None, rerank_top: int,
-    rerank_weight: float, rerank_backend: str,
+    rerank_weight: float, rerank_backend: str, rescore: int | None,
 ) -> None:
     """Recall@k, MRR@10, nDCG@10 and MAP@100 of index DIR on judged queries (computed by trec_eval)."""
     from eval.tables import format_table
@@ -295,7 +295,7 @@ def eval_retrieval(
         cutoffs = [int(k) for k in ks.split(",")]
     except ValueError:
         raise UsageError(f"--k must be comma-separated integers, got {ks!r}") from None
-    options = search_options(mode, fusion, rrf_k, alpha, candidates, rerank_top, rerank_weight)
+    options = search_options(mode, fusion, rrf_k, alpha, candidates, rerank_top, rerank_weight, rescore)
     result = run_eval(folder, queries, qrels, cutoffs, batch_size, backend, options, rerank, rerank_backend)
     if result.unknown_docs:
         click.echo(f"warning: {result.unknown_docs} judged document id(s) of {qrels} are not in {folder} (they count as misses)", err=True)

@@ -263,7 +263,7 @@ rerank_backend_option = click.option(
 
 
 def search_mode_options(func):
-    """--mode, --fusion, --rrf-k, --alpha, --candidates, --rerank, --rerank-top, --rerank-weight, --rerank-backend (index.fusion.SearchOptions), shared by `query` and `eval retrieval`."""
+    """--mode, --fusion, --rrf-k, --alpha, --candidates, --rerank, --rerank-top, --rerank-weight, --rerank-backend, --rescore (index.fusion.SearchOptions), shared by `query` and `eval retrieval`."""
     options = [
         click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
                      help="dense: vectors; lexical: BM25 over the index's lexical index; hybrid: both, fused; "
@@ -283,6 +283,9 @@ def search_mode_options(func):
                      help="--rerank: the cross-encoder's weight in the new order; below 1 its scores are blended with the first stage's "
                           "(each min-max scaled over the N hits). 0.5 suits the re-rankers `train rerank` makes here (docs/benchmarks.md)."),
         rerank_backend_option,
+        click.option("--rescore", type=RESCORE, default=None, metavar="M|off",
+                     help="An index that keeps float vectors (`index build --rescore`, binary types by default): re-score the top k x M "
+                          "candidates by exact cosine; off: the codes' own scores. [default: the index's]"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -290,7 +293,8 @@ def search_mode_options(func):
 
 
 def search_options(
-    mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None, rerank_top: int = RERANK_TOP, rerank_weight: float = 1.0
+    mode: str, fusion: str | None, rrf_k: int, alpha: float | None, candidates: int | None, rerank_top: int = RERANK_TOP, rerank_weight: float = 1.0,
+    rescore: int | None = None,
 ) -> SearchOptions:
-    """The parsed --mode/--fusion/--rrf-k/--alpha/--candidates/--rerank-top/--rerank-weight as one SearchOptions."""
-    return SearchOptions(mode, fusion, rrf_k, alpha, candidates, rerank_top, rerank_weight)
+    """The parsed --mode/--fusion/--rrf-k/--alpha/--candidates/--rerank-top/--rerank-weight/--rescore as one SearchOptions."""
+    return SearchOptions(mode, fusion, rrf_k, alpha, candidates, rerank_top, rerank_weight, rescore)

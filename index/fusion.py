@@ -51,6 +51,7 @@ class SearchOptions:
     candidates: int | None = None
     rerank_top: int = RERANK_TOP  # with a re-ranker: how many first-stage hits it re-orders
     rerank_weight: float = 1.0  # the re-ranker's weight in the order of those hits (min-max blend with the first stage's scores; 1: its order alone)
+    rescore: int | None = None  # dense side: candidates per hit re-scored by the index's float vectors (None: the index's own; 0: off)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -65,6 +66,8 @@ class SearchOptions:
             raise UsageError(f"candidates must be at least 1, got {self.candidates}")
         if self.rerank_top < 1:
             raise UsageError(f"rerank_top must be at least 1, got {self.rerank_top}")
+        if self.rescore is not None and self.rescore < 0:
+            raise UsageError(f"rescore must be at least 0 (0: off), got {self.rescore}")
         if not 0.0 <= self.rerank_weight <= 1.0:
             raise UsageError(f"rerank_weight {self.rerank_weight} is outside [0, 1] (the re-ranker's weight)")
 

@@ -121,23 +121,30 @@ class SearchIndex:
             return None
         return np.array(sorted(self.store.ids_where(where)), dtype=np.int64)
 
-    def search_ids(self, queries: np.ndarray, k: int = 10, where: Where | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search_ids(self, queries: np.ndarray, k: int = 10, where: Where | None = None, rescore: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Batch search without texts: (scores, ids) arrays of shape (n, k'); ids -1 where fewer hits exist.
 
-        A `where` filter runs on the CPU index with a FAISS ID selector (GPU copies cannot filter).
+        A `where` filter runs on the CPU index with a FAISS ID selector (GPU copies cannot filter); `rescore`
+        (0: off) overrides the index's float rescoring multiplier.
         """
         if k < 1:
             raise UsageError(f"k must be at least 1, got {k}")
+        self.check_rescore(rescore)
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.manifest.embedding_dim)
         allowed = self.allowed_ids(where)
         if allowed is not None and not len(allowed):
             return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
         k = min(k, max(self.vectors.live_count if allowed is None else len(allowed), 1))
-        return self.vectors.search(queries, k, allowed)
+        return self.vectors.search(queries, k, allowed, rescore)
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10, where: Where | None = None) -> list[list[Hit]]:
+    def check_rescore(self, rescore: int | None) -> None:
+        """Rescoring needs the float vectors: an index built without them gets a one-line error saying how to keep them."""
+        if rescore and not self.vectors.floats_description():
+            raise UsageError(f"{self.path}: rescore {rescore}: this index keeps no float vectors to rescore with; build it with --rescore M")
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10, where: Where | None = None, rescore: int | None = None) -> list[list[Hit]]:
         """Top-k hits for each row of `queries` (already embedded with this index's model)."""
-        scores, ids = self.search_ids(queries, k, where)
+        scores, ids = self.search_ids(queries, k, where, rescore)
         docs = self.store.get([i for i in np.unique(ids).tolist() if i >= 0])
         return [
             [Hit(i, s, *docs[i]) for s, i in zip(row_scores, row_ids) if i >= 0 and i in docs]
@@ -166,7 +173,7 @@ class SearchIndex:
     def _first_stage(self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None, options: SearchOptions) -> list[list[Hit]]:
         """The top k of the dense, lexical or fused ranking (`options` resolved for this index)."""
         if options.mode == "dense":
-            return self.search_vectors(vectors, k, where)
+            return self.search_vectors(vectors, k, where, options.rescore)
         if k < 1:
             raise UsageError(f"k must be at least 1, got {k}")
         self.check_lexical()
@@ -175,7 +182,7 @@ class SearchIndex:
         if options.mode == "lexical":
             rankings = [ranked(found, "lexical") for found in lexical_hits]
         else:
-            scores, ids = self.search_ids(vectors, depth, where)
+            scores, ids = self.search_ids(vectors, depth, where, options.rescore)
             dense = [[(i, s) for s, i in zip(row_s, row_i) if i >= 0] for row_s, row_i in zip(scores.tolist(), ids.tolist())]
             rankings = [fuse(d, found, options, k) for d, found in zip(dense, lexical_hits)]
         docs = self.store.get([f.id for ranking in rankings for f in ranking])

@@ -71,9 +71,9 @@ class ShardedVectors:
         for shard in self.shards:
             shard.apply_search_params(params)
 
-    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top k over all shards: each shard's top k (with the same filter), merged by score."""
-        found = [shard.search(queries, k, allowed_ids) for shard in self.shards]
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None, rescore: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top k over all shards: each shard's top k (with the same filter and rescoring), merged by score."""
+        found = [shard.search(queries, k, allowed_ids, rescore) for shard in self.shards]
         return merge_top_k([f[0] for f in found], [f[1] for f in found], k)
 
     def write(self, folder: Path) -> list[dict[str, Any]]:

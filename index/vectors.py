@@ -176,11 +176,12 @@ class VectorIndex:
             return faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.inner.hnsw.efSearch))
         return faiss.SearchParameters(sel=selector)
 
-    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of the top k per query row; ids -1 pad rows with fewer hits. `allowed_ids` restricts hits."""
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None, rescore: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the top k per query row; ids -1 pad rows with fewer hits. `allowed_ids` restricts hits; `rescore` overrides the multiplier."""
+        multiplier = self.rescore if rescore is None or self.floats is None else rescore
         with faiss_threads_for(len(queries)):
-            scores, ids = self._search(self.codes(queries), k * self.rescore or k, allowed_ids)
-        if self.rescore:
+            scores, ids = self._search(self.codes(queries), k * multiplier or k, allowed_ids)
+        if multiplier:
             return self.floats.rescore(np.asarray(queries, dtype=np.float32), ids, k)
         return (hamming_scores(scores, ids, self.dim), ids) if self.binary else (scores, ids)
 

@@ -144,7 +144,9 @@ class Service:
             raise ApiError(400, f"candidates: {body.candidates} exceeds the limit of {self.config.max_k}", limit="max_k")
         if body.mode in ("lexical", "hybrid") and not served.index.store.has_lexical:
             raise ApiError(400, f"mode: index {served.name!r} {lexical.missing('DIR')}")
-        return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates, body.rerank_top, body.rerank_weight)
+        if body.rescore and not served.index.vectors.floats_description():
+            raise ApiError(400, f"rescore: index {served.name!r} keeps no float vectors to rescore with (build it with --rescore M)")
+        return SearchOptions(body.mode, body.fusion, body.rrf_k, body.alpha, body.candidates, body.rerank_top, body.rerank_weight, body.rescore)
 
     def search_reranker(self, body: m.SearchRequest) -> str | None:
         """The served re-ranker a search names, within the pair limit (queries × rerank_top), or None."""

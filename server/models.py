@@ -48,6 +48,7 @@ class SearchRequest(Strict):
     rerank: Text | None = Field(None, description="A served re-ranker (its --rerank-model folder name): re-scores each query's first rerank_top hits.")
     rerank_top: int = Field(50, ge=1, description="rerank: how many first-stage hits the cross-encoder re-scores (queries × rerank_top at most max_rerank_pairs).")
     rerank_weight: float = Field(1.0, ge=0.0, le=1.0, description="rerank: the cross-encoder's weight in their new order; below 1 blended with the first stage's scores (each min-max scaled).")
+    rescore: int | None = Field(None, ge=0, description="An index that keeps float vectors: re-score the top k × rescore candidates by exact cosine (0: off; default: the index's).")
 
 
 class Hit(BaseModel):

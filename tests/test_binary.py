@@ -213,3 +213,27 @@ def test_rescore_on_sq8_and_off_on_binary(tmp_path, tiny_corpus, tiny_model_dir)
     manifest = Manifest.read(tmp_path / "bits")
     assert manifest.search_params == {} and not manifest.floats and not (tmp_path / "bits" / "floats.bin").exists()
     assert manifest.memory()["disk_bytes_per_vector"] < 32 / 8 + 8 + 64  # bits and ids (plus FAISS's small header per vector here)
+
+
+def test_query_rescore_overrides_the_index_multiplier(binary_index, tmp_path, tiny_corpus, tiny_model_dir):
+    def hits(*extra) -> list[tuple[int, float]]:
+        result = run("query", binary_index, "the cat runs in the park", "--mode", "dense", "-k", "5", "--json", *extra)
+        assert result.exit_code == 0, result.output
+        return [(h["id"], h["score"]) for h in json.loads(result.stdout)["hits"]]
+
+    searcher = api.open_index(binary_index)
+    query = searcher.encoder.encode(["the cat runs in the park"], 1)[0]
+    floats = searcher.vectors.floats
+
+    def cosines(found: list[tuple[int, float]]) -> list[float]:
+        return (np.asarray(floats.vectors)[floats.lookup(np.array([i for i, _ in found]))] @ query).tolist()
+
+    hamming = [s for _, s in hits("--rescore", "off")]  # the codes' own estimates: cos(pi * h / 32) for whole distances h
+    assert all(min(abs(s - np.cos(np.pi * h / 32)) for h in range(33)) < 1e-5 for s in hamming)
+    default = hits()  # the index's x4: exact cosines of the hits it returns
+    assert [s for _, s in default] == pytest.approx(cosines(default), abs=1e-5)
+    exact = hits("--rescore", "60")  # 5 x 60 candidates: every document, so the exact top 5
+    assert [s for _, s in exact] == pytest.approx(np.sort(np.asarray(floats.vectors) @ query)[::-1][:5].tolist(), abs=1e-5)
+    assert run("index", "build", tiny_corpus, "-o", tmp_path / "flat", "--model", tiny_model_dir).exit_code == 0
+    refused = run("query", tmp_path / "flat", "a dog", "--rescore", "2")
+    assert refused.exit_code == 2 and "keeps no float vectors" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -195,6 +195,8 @@ def test_one_model_on_two_backends_has_two_model_ids(folders, tiny_model_dir, tm
         ("/indexes/docs/search", {"queries": ["a dog"], "k": "ten"}, 422, "body.k"),
         ("/indexes/docs/search", {"queries": ["a dog"], "top": 3}, 422, "body.top"),
         ("/indexes/docs/search", {"queries": ["a dog"], "where": {"colour": "red"}}, 400, "unknown field(s) colour"),
+        ("/indexes/docs/search", {"queries": ["a dog"], "rescore": -1}, 422, "body.rescore"),
+        ("/indexes/docs/search", {"queries": ["a dog"], "rescore": 4}, 400, "rescore: index 'docs' keeps no float vectors"),
         ("/encode", {"texts": ["a dog"], "model": "nope"}, 404, "no model 'nope'"),
         ("/v1/embeddings", {"input": [1, 2], "model": "docs"}, 422, "body.input"),
         ("/indexes/docs/search", b'{"queries": ["a dog", "\\ud800"]}', 422, "body.queries.1: cannot be encoded as UTF-8 (a lone surrogate"),
