@@ -80,6 +80,10 @@ class SearchOptions:
         alpha = self.alpha if self.alpha is not None or mode != "hybrid" or fusion != "weighted" else index_alpha()
         return replace(self, mode=mode, fusion=fusion, alpha=alpha)
 
+    def rerank_depth(self, k: int) -> int:
+        """How many first-stage hits a re-ranked top k needs: k, or rerank_top when that is deeper."""
+        return max(k, self.rerank_top)
+
     def depth(self, k: int) -> int:
         """How many hits each side returns for top-k: k alone, or the candidates when two sides are fused."""
         return max(self.candidates or MIN_CANDIDATES, k) if self.mode == "hybrid" else k

@@ -61,26 +61,26 @@ def rerank_pairs(queries: Sequence[str], rows: Sequence[Sequence[Hit]], top: int
     return [(query, hit.text) for query, row in zip(queries, rows) for hit in row[:top]]
 
 
-def reorder(rows: Sequence[Sequence[Hit]], scores: Sequence[float], top: int, weight: float = 1.0) -> list[list[Hit]]:
+def reorder(rows: Sequence[Sequence[Hit]], scores: Sequence[float], top: int, weight: float = 1.0, k: int | None = None) -> list[list[Hit]]:
     """Each query's first `top` hits re-sorted by their re-ranker scores (in `rerank_pairs`' order), or with `weight` < 1 by
     weight · score' + (1 − weight) · first-stage score' (each min-max scaled over those hits, as weighted fusion does);
-    ties keep their first-stage order; then the rest as they were."""
+    ties keep their first-stage order; then the rest as they were; each row cut to `k` when given."""
     reranked, start = [], 0
     for row in rows:
         head = list(row[:top])
         mine, start = [float(s) for s in scores[start : start + len(head)]], start + len(head)
         blended = weighted_scores(list(enumerate(mine)), [(i, hit.score) for i, hit in enumerate(head)], weight)
-        order = sorted(range(len(head)), key=lambda i: -blended.get(i, 0.0))
-        reranked.append([replace(head[i], rerank_score=mine[i]) for i in order] + list(row[top:]))
+        order = sorted(range(len(head)), key=lambda i: -blended[i])
+        reranked.append(([replace(head[i], rerank_score=mine[i]) for i in order] + list(row[top:]))[:k])
     return reranked
 
 
 def rerank(
-    queries: Sequence[str], rows: Sequence[Sequence[Hit]], reranker: Reranker, top: int, batch_size: int = 32, weight: float = 1.0
+    queries: Sequence[str], rows: Sequence[Sequence[Hit]], reranker: Reranker, top: int, batch_size: int = 32, weight: float = 1.0, k: int | None = None,
 ) -> list[list[Hit]]:
-    """Each query's first `top` hits re-scored by the cross-encoder and re-sorted (`reorder`); the pairs of every query go to
-    it in one call (it sorts them by length: less padding)."""
-    return reorder(rows, reranker.score_pairs(rerank_pairs(queries, rows, top), batch_size), top, weight)
+    """Each query's first `top` hits re-scored by the cross-encoder and re-sorted (`reorder`, cut to `k`); the pairs of every
+    query go to it in one call (it sorts them by length: less padding)."""
+    return reorder(rows, reranker.score_pairs(rerank_pairs(queries, rows, top), batch_size), top, weight, k)
 
 
 class SearchIndex:
@@ -161,8 +161,8 @@ class SearchIndex:
         vectors = None if options.mode == "lexical" else self.encoder.encode(queries, batch_size)
         if reranker is None:
             return self.search_embedded(queries, vectors, k, where, options)
-        hits = self.search_embedded(queries, vectors, max(k, options.rerank_top), where, options)
-        return [row[:k] for row in rerank(queries, hits, reranker, options.rerank_top, weight=options.rerank_weight)]
+        hits = self.search_embedded(queries, vectors, options.rerank_depth(k), where, options)
+        return rerank(queries, hits, reranker, options.rerank_top, weight=options.rerank_weight, k=k)
 
     def search_embedded(
         self, queries: Sequence[str], vectors: np.ndarray | None, k: int, where: Where | None = None, options: SearchOptions = SearchOptions()

@@ -165,12 +165,13 @@ class Service:
         texts = self.check_texts(body.queries, "queries")
         self.check_k(body.k, served)
         reranker = self.search_reranker(body)
-        k = body.k if reranker is None else max(body.k, body.rerank_top)
-        spec = SearchSpec(served.index, k, self.check_where(body.where, served), self.search_options(body, served))
+        where, options = self.check_where(body.where, served), self.search_options(body, served)
+        k = body.k if reranker is None else options.rerank_depth(body.k)
+        spec = SearchSpec(served.index, k, where, options)
         hits = await self.batcher(served.encoder_key).search(texts, spec)
         if reranker is not None:  # the first stage's candidates, re-scored in the re-ranker's own batches (shared with /rerank)
-            scores = await self.rerank_batcher(reranker).score(rerank_pairs(texts, hits, body.rerank_top))
-            hits = [row[: body.k] for row in reorder(hits, scores, body.rerank_top, body.rerank_weight)]
+            scores = await self.rerank_batcher(reranker).score(rerank_pairs(texts, hits, options.rerank_top))
+            hits = reorder(hits, scores, options.rerank_top, options.rerank_weight, k=body.k)
         return {"index": served.name, "results": [{"query": q, "hits": [h.to_json() for h in row]} for q, row in zip(texts, hits)]}
 
     async def rerank(self, body: m.RerankRequest) -> list[dict]:
