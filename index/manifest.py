@@ -153,10 +153,11 @@ class Manifest:
         """Bytes per stored vector held in RAM once loaded (FAISS codes, ids and their hash map) and on disk (the floats for rescoring too, memory-mapped)."""
         from index.plan import ID_BYTES
 
-        sizes = {name.rsplit("/", 1)[-1]: 0 for name in ("vectors.faiss", "floats.bin", "tombstones.npy")}
+        sizes = dict.fromkeys(("vectors.faiss", "floats.bin", "tombstones.npy"), 0)  # summed over shards
         for name, record in self.files.items():
-            if name.rsplit("/", 1)[-1] in sizes:
-                sizes[name.rsplit("/", 1)[-1]] += record["bytes"]
+            base = name.rsplit("/", 1)[-1]
+            if base in sizes:
+                sizes[base] += record["bytes"]
         count = max(self.vector_count if self.vector_count is not None else self.document_count, 1)
         ram = sizes["vectors.faiss"] + sizes["tombstones.npy"] + (ID_BYTES.get(self.index_type, 8) - 8) * count  # the file holds 8 bytes of id
         disk = sum(sizes.values())

@@ -11,7 +11,6 @@ candidates' rows. Changes (add, remove) are kept aside and written as a new file
 
 from __future__ import annotations
 
-import os
 import struct
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_file
 from errors import DataError, UsageError
 
 FLOATS_NAME = "floats.bin"
@@ -110,7 +110,7 @@ class FloatStore:
         return scores, ids
 
     def write(self, folder: Path, generation: str, chunk: int = 65_536) -> None:
-        """Write the rows still held plus those added as `folder/floats.bin` (a temporary name renamed over it: a map of the old file stays valid)."""
+        """Write the rows still held plus those added as `folder/floats.bin` (`atomic_file`: renamed over it, so a map of the old file stays valid)."""
         row_ids = np.full(len(self.vectors), -1, dtype=np.int64)
         row_ids[self.rows] = self.sorted_ids  # the id of each row; rows this store does not hold are dropped below
         held = np.zeros(len(self.vectors), dtype=bool)
@@ -120,8 +120,7 @@ class FloatStore:
         kept_rows = np.flatnonzero(held)
         ids = np.concatenate([row_ids[kept_rows], *(i for _, i in self.added)]).astype(np.int64)
         order = np.argsort(ids, kind="stable")
-        target, temporary = folder / FLOATS_NAME, folder / f".{FLOATS_NAME}.tmp"
-        with open(temporary, "wb") as out:
+        with atomic_file(folder / FLOATS_NAME) as out:
             out.write(_HEADER.pack(MAGIC, len(ids), self.dim, bytes.fromhex(generation)).ljust(HEADER_BYTES, b"\0"))
             out.write(ids[order].tobytes())
             out.write(order.astype(np.int64).tobytes())
@@ -129,9 +128,6 @@ class FloatStore:
                 out.write(np.ascontiguousarray(self.vectors[kept_rows[start : start + chunk]], dtype=np.float32).tobytes())
             for vectors, _ in self.added:
                 out.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
 
     @classmethod
     def read(cls, folder: Path, generation: str, dim: int) -> FloatStore:
