@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ from index.vectors import VECTORS_NAME, VectorIndex
 
 # Metadata filter: field → required value (several are ANDed).
 Where = dict[str, str]
+# (version folder, manifest) → an object with VectorIndex's search face (`dim`, `live_count`, `search`, `floats_description`, `device`)
+# that holds the vectors elsewhere: `simsearch serve --engine ray` passes one that deploys each shard on Ray Serve.
+VectorOpener = Callable[[Path, Manifest], Any]
 ALPHA_SAMPLE = 1_000  # the first documents whose CJK share sets an index's auto alpha
 
 
@@ -221,26 +224,29 @@ def check_encoder(path: Path, manifest: Manifest, encoder: Encoder) -> None:
         )
 
 
-def load_index(path: Path | str, encoder: Encoder | None = None, mmap: bool = False, gpu: str = "auto") -> SearchIndex:
+def load_index(path: Path | str, encoder: Encoder | None = None, mmap: bool = False, gpu: str = "auto", open_vectors: VectorOpener | None = None) -> SearchIndex:
     """Open an index folder written by `build_index`; `encoder` embeds text queries (its dimension must match).
 
     `mmap` maps the vectors from disk (read-only) instead of reading them into memory;
-    `gpu` (auto, off, one, all) puts a search copy on the GPU when one is usable (see index.gpu).
+    `gpu` (auto, off, one, all) puts a search copy on the GPU when one is usable (see index.gpu);
+    `open_vectors` holds the vectors somewhere else instead (texts and metadata are still read here).
     The folder's link is resolved once, so a writer swapping in a new version
     meanwhile gives this reader the old or the new version whole (see common.atomic).
     """
     path = Path(path)
-    return read_consistently(path, lambda version: _load(path, version, encoder, mmap, gpu))
+    return read_consistently(path, lambda version: _load(path, version, encoder, mmap, gpu, open_vectors))
 
 
-def _load(path: Path, version: Path, encoder: Encoder | None, mmap: bool, gpu: str) -> SearchIndex:
+def _load(path: Path, version: Path, encoder: Encoder | None, mmap: bool, gpu: str, open_vectors: VectorOpener | None) -> SearchIndex:
     manifest = Manifest.read(version)
     names = [f"{entry['path']}/{VECTORS_NAME}" for entry in manifest.shards] or [VECTORS_NAME]
     for name in (*names, STORE_NAME):
         if not (version / name).is_file():
             raise DataError(f"{path}: index is incomplete (no {name})")
     check_sizes(version, manifest.files)
-    if manifest.shards:
+    if open_vectors is not None:
+        vectors = open_vectors(version, manifest)
+    elif manifest.shards:
         vectors = ShardedVectors.read(version, manifest.shards, manifest.index_type, manifest.search_params, mmap=mmap, floats=manifest.floats)
     else:
         vectors = VectorIndex.read(version, manifest.index_type, manifest.search_params, mmap=mmap, floats=manifest.floats)
@@ -248,5 +254,8 @@ def _load(path: Path, version: Path, encoder: Encoder | None, mmap: bool, gpu: s
         raise DataError(f"{path}: vectors have dim {vectors.dim} but the manifest says {manifest.embedding_dim}")
     if encoder is not None:
         check_encoder(path, manifest, encoder)
-    device = ", ".join(sorted({attach_searcher(shard, gpu) for shard in getattr(vectors, "shards", [vectors])}))
+    if open_vectors is not None:
+        device = vectors.device
+    else:
+        device = ", ".join(sorted({attach_searcher(shard, gpu) for shard in getattr(vectors, "shards", [vectors])}))
     return SearchIndex(path, manifest, vectors, DocStore.open(version / STORE_NAME), encoder, device)

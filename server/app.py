@@ -156,6 +156,15 @@ class Service:
         self.check_pairs(len(body.queries) * body.rerank_top, "queries × rerank_top")
         return name
 
+    def require_document_writes(self) -> None:
+        """Documents are written through the folder: on Ray Serve shards a 405 says how (the server reloads a changed folder by itself)."""
+        if self.registry.deployer is not None:
+            raise ApiError(
+                405, "documents: writes are not served with --engine ray; change the folder (`simsearch index add|remove DIR`, or "
+                "`simsearch index build ... --overwrite` for a sharded one) and the server reloads it", headers={"Allow": ""},
+            )
+        self.require_writes()
+
     def require_writes(self) -> None:
         if not self.config.writable:
             raise ApiError(403, "write endpoints are disabled: start the server with --api-key-file (or SIMSEARCH_API_KEY)")
@@ -200,7 +209,7 @@ class Service:
 
     async def write(self, name: str, func, *args) -> Served:
         """Run an index update in a thread (it takes the folder's lock), then reload the index."""
-        self.require_writes()
+        self.require_document_writes()
         served = self.served(name)
         async with self.locks[name]:
             try:
@@ -285,6 +294,7 @@ def create_app(config: ServeConfig, registry: Registry, rerankers: dict[str, Rer
     app = FastAPI(title="simsearch", summary="Sentence-embedding search over FAISS index folders", lifespan=lifespan)
     app.state.service = service
     errors = {status: {"model": m.ErrorBody} for status in (400, 404, 413, 422, 503)}
+    write_errors = errors | {403: {"model": m.ErrorBody}, 405: {"model": m.ErrorBody}}
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -309,12 +319,15 @@ def create_app(config: ServeConfig, registry: Registry, rerankers: dict[str, Rer
 
     @app.get("/readyz", response_model=m.Ready, responses={503: {"model": m.Ready}}, tags=["health"])
     async def readyz():
-        """Readiness: every index and model loaded, every batch worker running, and every served folder still on disk."""
+        """Readiness: every index and model loaded, every batch worker running, every served folder still on disk, and (--engine ray) every shard with a live replica."""
         missing = registry.missing()
+        degraded = await asyncio.to_thread(registry.degraded) if registry.deployer else []
         workers = [*service.batchers.values(), *service.rerank_batchers.values()]
         started = len(service.batchers) >= len(registry.encoders) and len(service.rerank_batchers) == len(service.rerankers)
-        ready = bool(registry.entries) and all(b.alive for b in workers) and started and not missing
-        body = m.Ready(ready=ready, indexes=len(registry.entries), models=len(registry.encoders), rerankers=len(service.rerankers), missing=missing)
+        ready = bool(registry.entries) and all(b.alive for b in workers) and started and not missing and not degraded
+        body = m.Ready(
+            ready=ready, indexes=len(registry.entries), models=len(registry.encoders), rerankers=len(service.rerankers), missing=missing, degraded=degraded,
+        )
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     @app.get("/indexes", response_model=m.IndexList, tags=["indexes"])
@@ -372,10 +385,10 @@ def create_app(config: ServeConfig, registry: Registry, rerankers: dict[str, Rer
         """The served models (an index name is accepted wherever a model is)."""
         return m.ModelList(data=[m.ModelCard(id=service.model_id(key), created=int(service.started)) for key in registry.encoders])
 
-    @app.post("/indexes/{name}/documents", response_model=m.IndexSummary, responses=errors | {403: {"model": m.ErrorBody}}, tags=["write"])
+    @app.post("/indexes/{name}/documents", response_model=m.IndexSummary, responses=write_errors, tags=["write"])
     async def add(name: str, body: m.AddRequest, upsert: bool = Query(False, description="replace documents whose id exists")):
-        """Add documents (atomic swap, the folder's lock, like `simsearch index add`); needs the API key."""
-        service.require_writes()
+        """Add documents (atomic swap, the folder's lock, like `simsearch index add`); needs the API key; 405 with --engine ray."""
+        service.require_document_writes()
         service.check_texts([d.text for d in body.documents], "documents")
         ids = [d.id for d in body.documents]
         if len(set(ids)) != len(ids):
@@ -385,9 +398,9 @@ def create_app(config: ServeConfig, registry: Registry, rerankers: dict[str, Rer
             raise ApiError(422, f"documents: metadata of id {clashing[0]} uses a reserved field name (id, text)")
         return service.summary(await service.write(name, service.add, body.documents, upsert))
 
-    @app.delete("/indexes/{name}/documents", response_model=m.IndexSummary, responses=errors | {403: {"model": m.ErrorBody}}, tags=["write"])
+    @app.delete("/indexes/{name}/documents", response_model=m.IndexSummary, responses=write_errors, tags=["write"])
     async def remove(name: str, body: m.RemoveRequest):
-        """Remove documents by id (an unknown id is an error and nothing changes); needs the API key."""
+        """Remove documents by id (an unknown id is an error and nothing changes); needs the API key; 405 with --engine ray."""
         return service.summary(await service.write(name, service.remove, body.ids))
 
     @app.post("/indexes/{name}/reload", response_model=m.IndexSummary, responses=errors | {403: {"model": m.ErrorBody}}, tags=["write"])

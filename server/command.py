@@ -47,6 +47,11 @@ def parse_size(text: str) -> int:
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="Encoder runtime for every index [default: each index's own]; indexes with the same model and backend share one encoder.")
+@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True,
+              help="local: every index's vectors in this process; ray: each shard of each index a Ray Serve deployment that this server "
+                   "fans each query batch out to (pip install 'simsearch[distributed]'; document writes then go through `simsearch index add`).")
+@click.option("--address", default=None, help="Ray: cluster to join, 'auto' or ray://HOST:PORT [default: start a local Ray].")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Ray: replicas of each shard deployment (Serve restarts a dead one).")
 def serve(folders: tuple[Path, ...], api_key_file: Path | None, max_body: str, **options) -> None:
     """Serve index folders DIR... over HTTP: search, encode, OpenAI-compatible embeddings, re-ranking, document updates (docs/serving.md)."""
     from server.config import check_config

@@ -36,6 +36,9 @@ class ServeConfig:
     header_timeout_s: float = 10.0  # a request's headers must arrive within this (server.http_protocol)
     insecure: bool = False
     backend: str | None = None  # encoder runtime for every index; None: each index's own (its manifest's)
+    engine: str = "local"  # local: vectors in this process; ray: each shard a Ray Serve deployment (distributed.serving)
+    address: str | None = None  # --engine ray: the cluster to join; None: a local Ray
+    replicas: int = 1  # --engine ray: replicas of each shard deployment
 
     @property
     def writable(self) -> bool:
@@ -78,6 +81,8 @@ def check_config(config: ServeConfig) -> None:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise UsageError(f"{what} must have distinct names (requests address them by name): {', '.join(twice)} given twice")
+    if config.engine != "ray" and (config.address is not None or config.replicas != 1):
+        raise UsageError("--address and --replicas only apply with --engine ray")
     if not is_loopback(config.host) and config.api_key is None and not config.insecure:
         raise UsageError(
             f"--host {config.host} is not a loopback address: set --api-key-file (or ${API_KEY_ENV}), or pass --insecure to serve it without a key"

@@ -179,6 +179,7 @@ class Ready(BaseModel):
     models: int
     rerankers: int = 0
     missing: list[str] = Field(default_factory=list, description="Served indexes whose folder is gone from disk (answered from memory).")
+    degraded: list[str] = Field(default_factory=list, description="--engine ray: shards (INDEX/shard-NNN) with no live replica; their searches wait for a restart.")
 
 
 class ErrorBody(BaseModel):

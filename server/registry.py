@@ -7,12 +7,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.encoder import Encoder
 from common.reranker import Reranker
 from index.manifest import MANIFEST_NAME, Manifest
 from index.search import SearchIndex
 from simsearch.api import index_encoder, open_index
+
+if TYPE_CHECKING:  # Ray is imported only when the server runs with --engine ray
+    from distributed.serving import ShardDeployer
 
 log = logging.getLogger("simsearch.serve")
 
@@ -63,16 +67,19 @@ class Served:
 class Registry:
     """Index folders served by name; a reload loads the new folder completely, then swaps one reference."""
 
-    def __init__(self, make_encoder: EncoderFactory = make_index_encoder, backend: str | None = None) -> None:
+    def __init__(self, make_encoder: EncoderFactory = make_index_encoder, backend: str | None = None, deployer: ShardDeployer | None = None) -> None:
         self._make_encoder = make_encoder
         self.backend = backend  # None: each index's own backend
+        self.deployer = deployer  # --engine ray: each index's shards are Ray Serve deployments; None: vectors in this process
         self.encoders: dict[EncoderKey, Encoder] = {}
         self.entries: dict[str, Served] = {}
 
     @classmethod
-    def load(cls, folders: Sequence[Path], make_encoder: EncoderFactory = make_index_encoder, backend: str | None = None) -> Registry:
+    def load(
+        cls, folders: Sequence[Path], make_encoder: EncoderFactory = make_index_encoder, backend: str | None = None, deployer: ShardDeployer | None = None,
+    ) -> Registry:
         """Load every folder (in order: the first one answers `/search`), sharing encoders between equal models and backends."""
-        registry = cls(make_encoder, backend)
+        registry = cls(make_encoder, backend, deployer)
         for folder in folders:
             registry.reload(folder.name, Path(folder))
         return registry
@@ -89,7 +96,7 @@ class Registry:
         folder = folder or self.entries[name].folder
         stamp = manifest_stamp(folder)
         key, encoder = self.encoder_for(Manifest.read(folder))
-        index = open_index(folder, encoder=encoder)
+        index = open_index(folder, encoder=encoder, open_vectors=self.deployer.opener(name) if self.deployer else None)
         served = Served(name, folder, index, key, frozenset(index.store.metadata_fields()), stamp, time.time())
         self.entries[name] = served  # one reference assignment: atomic for every reader
         log.info("loaded %s (%d documents) from %s", name, index.manifest.document_count, folder)
@@ -102,6 +109,10 @@ class Registry:
     def missing(self) -> list[str]:
         """Names whose folder (its manifest) is gone from disk: still answered from memory, but no longer what the folder says."""
         return [name for name, served in self.entries.items() if manifest_stamp(served.folder) is None]
+
+    def degraded(self) -> list[str]:
+        """`INDEX/shard-NNN` of every shard deployment with no live replica (--engine ray); always empty in one process."""
+        return self.deployer.unavailable() if self.deployer else []
 
     def first(self) -> Served:
         return next(iter(self.entries.values()))

@@ -56,25 +56,49 @@ def server_settings(app, config: ServeConfig):
 
 def run(config: ServeConfig) -> None:
     """Serve `config.folders` until SIGTERM/SIGINT; in-flight requests finish first, then it returns (exit 0)."""
-    import uvicorn
-
-    from server.app import create_app
     from server.registry import Registry, load_rerankers
 
     check_config(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_threads(config.worker_threads)
     rerankers = load_rerankers(config.rerankers, config.rerank_backend)  # first: a wrong folder fails before the indexes load
-    registry = Registry.load(config.folders, backend=config.backend)
+    deployer = shard_deployer(config)
+    try:
+        serve_registry(config, Registry.load(config.folders, backend=config.backend, deployer=deployer), rerankers)
+    finally:
+        if deployer is not None:
+            deployer.stop()  # after the front drained: its searches no longer need the shards
+    print("stopped", file=sys.stderr, flush=True)
+
+
+def shard_deployer(config: ServeConfig):
+    """--engine ray: the deployer of every index's shards on Ray Serve (Ray starts on the first deployment); None in one process."""
+    if config.engine != "ray":
+        return None
+    try:
+        from distributed.serving import ShardDeployer
+    except ImportError as exc:
+        from errors import UsageError
+
+        raise UsageError(f"--engine ray needs Ray Serve: pip install 'simsearch[distributed]' ({exc})") from None
+    return ShardDeployer(config.replicas, config.worker_threads, config.address)
+
+
+def serve_registry(config: ServeConfig, registry, rerankers) -> None:
+    """Bind, print the address, and serve the loaded registry until SIGTERM/SIGINT (graceful: in-flight requests finish)."""
+    import uvicorn
+
+    from server.app import create_app
+
     app = create_app(config, registry, rerankers)
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     reranking = f", re-ranking with {', '.join(rerankers)}" if rerankers else ""
-    print(f"serving {', '.join(registry.entries)}{reranking} on http://{shown}:{port} (docs at /docs)", file=sys.stderr, flush=True)
+    shards = f" ({sum(len(apps) for apps in registry.deployer.deployed.values())} shard deployments on Ray Serve)" if registry.deployer else ""
+    print(f"serving {', '.join(registry.entries)}{shards}{reranking} on http://{shown}:{port} (docs at /docs)", file=sys.stderr, flush=True)
     server = uvicorn.Server(server_settings(app, config))
     # uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown; with these handlers that ends in a normal return.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     server.run(sockets=[sock])
-    print("stopped", file=sys.stderr, flush=True)

@@ -25,7 +25,7 @@ from index.build import BuildConfig, build_index
 from index.integrity import Verified, verify_index
 from index.fusion import SearchOptions
 from index.manifest import Manifest
-from index.search import Hit, SearchIndex, Where, load_index, unknown_fields
+from index.search import Hit, SearchIndex, VectorOpener, Where, load_index, unknown_fields
 from index.update import add_documents, add_lexical_index, remove_documents
 
 PathLike = str | Path
@@ -139,13 +139,14 @@ def info(folder: PathLike) -> Manifest:
 
 def open_index(
     folder: PathLike, model: str | None = None, mmap: bool = False, gpu: str = "auto", backend: str | None = None, encoder: Encoder | None = None,
-    dense: bool = True,
+    dense: bool = True, open_vectors: VectorOpener | None = None,
 ) -> SearchIndex:
-    """Load an index folder with an encoder for text queries (by default the model and backend it was built with; none when not `dense`)."""
+    """Load an index folder with an encoder for text queries (by default the model and backend it was built with; none when not `dense`);
+    `open_vectors` holds its vectors elsewhere (index.search.load_index)."""
     folder = Path(folder)
     if dense and encoder is None:
         encoder = index_encoder(Manifest.read(folder), model, backend)
-    return load_index(folder, encoder, mmap=mmap, gpu=gpu)
+    return load_index(folder, encoder, mmap=mmap, gpu=gpu, open_vectors=open_vectors)
 
 
 @dataclass(frozen=True)

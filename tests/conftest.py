@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import distributed  # noqa: F401 - before any test module imports Ray: no automatic ray.init (see distributed/__init__.py)
 from embedder import DEFAULT_MODEL_NAME, SentenceEncoder, load_model
 
 ROOT = Path(__file__).resolve().parents[1]

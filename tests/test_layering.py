@@ -17,7 +17,7 @@ ALLOWED = {
     "eval": {"common", "errors", "embedder", "index"},
     "distributed": {"common", "errors", "embedder", "index"},
     "simsearch": {"common", "errors", "embedder", "index", "eval", "distributed"},
-    "server": {"common", "errors", "embedder", "index", "eval", "simsearch"},
+    "server": {"common", "errors", "embedder", "index", "eval", "simsearch", "distributed"},
     "cli_options": {"common", "errors", "embedder", "index", "distributed"},
     "cli_models": {"cli_options", "common", "errors", "embedder", "simsearch"},
     "cli_bench": {"cli_options", "common", "errors", "eval", "simsearch"},

@@ -456,7 +456,7 @@ def test_a_served_folder_deleted_from_disk_is_reported_by_readyz_and_the_log(tmp
     folder = build(tmp_path / "doomed", write_corpus(tmp_path / "c.jsonl", SENTENCES), tiny_model_dir)
     config = ServeConfig(folders=(folder,), reload_check_s=0.1)
     with caplog.at_level(logging.INFO, logger="simsearch.serve"), serving(config, Registry.load([folder])) as url, httpx.Client(base_url=url, timeout=30) as client:
-        assert client.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "rerankers": 0, "missing": []}
+        assert client.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "rerankers": 0, "missing": [], "degraded": []}
         version = Path(os.path.realpath(folder))
         folder.unlink()
         shutil.rmtree(version)
@@ -577,7 +577,7 @@ def test_search_reranks_its_first_stage_with_a_served_cross_encoder(reranking, r
     assert all("rerank_score" in h for h in kept)  # weight 0: the first stage's order, the cross-encoder's scores shown
     bad_weight = reranking.post("/search", json={"queries": ["a dog"], "rerank": "r", "rerank_weight": 2})
     assert bad_weight.status_code == 422 and "rerank_weight" in bad_weight.text
-    assert reranking.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "rerankers": 1, "missing": []}
+    assert reranking.get("/readyz").json() == {"ready": True, "indexes": 1, "models": 1, "rerankers": 1, "missing": [], "degraded": []}
 
 
 def test_concurrent_rerank_requests_share_batches_and_get_their_own_scores(folders, reranker):
