@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -177,17 +178,20 @@ def run_load(url: str, path: str, bodies: list[dict], concurrency: int, requests
 
 
 # --- the server under test -------------------------------------------------------------------
-def start_server(folder: Path, max_batch: int, log: Path, backend: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, max_batch: int, log: Path, backend: str | None = None, extra: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
+    """`python -m cli serve FOLDER --port 0 ...` (+ `extra` options); returns the process and its URL once it serves."""
     env = {**os.environ, "PYTHONPATH": str(paths.ROOT)}
-    command = [sys.executable, "-m", "cli", "serve", str(folder), "--port", "0", "--max-batch", str(max_batch)]
+    command = [sys.executable, "-m", "cli", "serve", str(folder), "--port", "0", "--max-batch", str(max_batch), *extra]
     with log.open("w") as sink:
         process = subprocess.Popen(command + (["--backend", backend] if backend else []), cwd=paths.ROOT, env=env, stderr=sink)
     deadline = time.monotonic() + 300
-    while "serving " not in log.read_text() and time.monotonic() < deadline:
+    while not (found := re.search(r"serving .* on (http://\S+)", log.read_text())) and time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
         time.sleep(0.2)
-    return process, log.read_text().split(" on ")[1].split()[0]
+    if not found:
+        raise SystemExit(f"server did not start in 300 s: {log.read_text()[-2000:]}")
+    return process, found.group(1)
 
 
 def batch_totals(url: str) -> tuple[float, float]:
