@@ -12,6 +12,7 @@ restarted one. Ray is imported only in this package, and here only once `connect
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from distributed.engine import connect
+from distributed.engine import connect, first_line
 from errors import DataError
 from index.manifest import Manifest
 from index.shards import merge_top_k, shard_name
@@ -33,6 +34,7 @@ RETRY_S = 30.0  # (the server's default --batch-timeout) how long a shard call i
 RETRY_PAUSE_S = 0.1
 OLD_VERSION_GRACE_S = 30.0  # a replaced version's shards answer searches already under way this long, then go
 HEALTH_CHECK_S = 2.0  # how often Serve checks a replica (a dead one is replaced sooner than with Serve's 10 s)
+CONSTRUCTOR_TRIES = 3  # a replica that cannot load its shard (a broken file) fails the deployment after this many tries
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ class ShardDeployer:
     threads: int | None = None
     address: str | None = None  # None: a local Ray started (and stopped) by this process
     prefix: str = field(default_factory=lambda: f"simsearch-{secrets.token_hex(3)}")  # two servers on one cluster never share an app
-    deployed: dict[str, list[str]] = field(default_factory=dict)  # index name → its current version's applications
+    deployed: dict[str, list[str]] = field(default_factory=dict)  # index name → the applications of the version it serves
+    pending: dict[str, list[str]] = field(default_factory=dict)  # index name → the applications of a version being loaded
     versions: int = 0
     started: bool = False
     timers: list[threading.Timer] = field(default_factory=list)  # pending removals of replaced versions
@@ -133,7 +136,7 @@ class ShardDeployer:
         return lambda version, manifest: self.deploy(name, version, manifest)
 
     def deploy(self, name: str, version: Path, manifest: Manifest) -> RemoteShards:
-        """One Serve application per shard of this version, started together and waited for; the previous version's go after a grace period."""
+        """One Serve application per shard of this version, started together and waited for; `adopt` or `discard` them next."""
         self.start()
         from ray import serve
 
@@ -144,18 +147,43 @@ class ShardDeployer:
             spec = ShardSpec(str(version / entry["path"]), manifest.index_type, manifest.search_params, manifest.floats or None, self.threads)
             deployment = serve.deployment(ShardReplica).options(
                 name=shard_name(number), num_replicas=self.replicas, ray_actor_options={"num_cpus": 0}, health_check_period_s=HEALTH_CHECK_S,
+                max_constructor_retry_count=CONSTRUCTOR_TRIES,
             )
             app = f"{self.prefix}.{name}.v{self.versions}.{shard_name(number)}"
             targets.append(serve.RunTarget(target=deployment.bind(spec), name=app, route_prefix=None))
             apps.append(app)
-        handles = serve.run_many(targets)
-        old, self.deployed[name] = self.deployed.get(name, []), apps
+        self.pending[name] = apps
+        try:
+            handles = serve.run_many(targets)
+        except RuntimeError as exc:  # a replica could not load its shard
+            raise DataError(f"{version}: a shard did not start on Ray Serve: {self.failure(apps) or first_line(exc)}") from None
+        return RemoteShards(apps, list(handles), manifest.embedding_dim, manifest.document_count, manifest.floats or {})
+
+    def failure(self, apps: list[str]) -> str | None:
+        """Why a deployment of `apps` failed: the last line of the replica's error, as Serve reports it."""
+        from ray import serve
+
+        applications = serve.status().applications
+        for app in apps:
+            for deployment in (applications[app].deployments.values() if app in applications else []):
+                lines = [line for line in deployment.message.splitlines() if line.strip()]
+                if lines and str(deployment.status).endswith("DEPLOY_FAILED"):
+                    last = re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1])  # `errors.DataError: FILE: ...` → `FILE: ...`
+                    return f"{app.rsplit('.', 1)[1]}: {last}"
+        return None
+
+    def adopt(self, name: str) -> None:
+        """The version just loaded serves `name` now: its previous version's applications go after a grace period."""
+        old, self.deployed[name] = self.deployed.get(name, []), self.pending.pop(name)
         if old:
             timer = threading.Timer(OLD_VERSION_GRACE_S, self.delete, args=(old,))
             timer.daemon = True
             timer.start()
             self.timers.append(timer)
-        return RemoteShards(apps, list(handles), manifest.embedding_dim, manifest.document_count, manifest.floats or {})
+
+    def discard(self, name: str) -> None:
+        """The version being loaded failed (its shards, or the folder's other files): remove what was deployed for it."""
+        self.delete(self.pending.pop(name, []))
 
     def delete(self, apps: list[str]) -> None:
         import ray

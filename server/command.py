@@ -49,8 +49,10 @@ def parse_size(text: str) -> int:
               help="Encoder runtime for every index [default: each index's own]; indexes with the same model and backend share one encoder.")
 @click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True,
               help="local: every index's vectors in this process; ray: each shard of each index a Ray Serve deployment that this server "
-                   "fans each query batch out to (pip install 'simsearch[distributed]'; document writes then go through `simsearch index add`).")
-@click.option("--address", default=None, help="Ray: cluster to join, 'auto' or ray://HOST:PORT [default: start a local Ray].")
+                   "fans each query batch out to (pip install 'simsearch[distributed]'; the documents endpoints then answer 405: change the "
+                   "folder with `simsearch index add/remove` or a rebuild, and the server reloads it).")
+@click.option("--address", default=None, help="Ray: cluster to join, 'auto' or the head's HOST:PORT; every node must read the folders at the same path "
+                                              "[default: start a local Ray].")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Ray: replicas of each shard deployment (Serve restarts a dead one).")
 def serve(folders: tuple[Path, ...], api_key_file: Path | None, max_body: str, **options) -> None:
     """Serve index folders DIR... over HTTP: search, encode, OpenAI-compatible embeddings, re-ranking, document updates (docs/serving.md)."""

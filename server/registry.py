@@ -96,7 +96,15 @@ class Registry:
         folder = folder or self.entries[name].folder
         stamp = manifest_stamp(folder)
         key, encoder = self.encoder_for(Manifest.read(folder))
-        index = open_index(folder, encoder=encoder, open_vectors=self.deployer.opener(name) if self.deployer else None)
+        if self.deployer is None:
+            index = open_index(folder, encoder=encoder)
+        else:
+            try:
+                index = open_index(folder, encoder=encoder, open_vectors=self.deployer.opener(name))
+            except BaseException:
+                self.deployer.discard(name)
+                raise
+            self.deployer.adopt(name)
         served = Served(name, folder, index, key, frozenset(index.store.metadata_fields()), stamp, time.time())
         self.entries[name] = served  # one reference assignment: atomic for every reader
         log.info("loaded %s (%d documents) from %s", name, index.manifest.document_count, folder)

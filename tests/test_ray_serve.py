@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from click.testing import CliRunner
 from cli import main
 from common.corpus import CorpusSpec
 from conftest import ROOT, TINY_WORDS
+from errors import DataError
 from index.build import BuildConfig
 from server.config import ServeConfig
 from server.registry import Registry
@@ -196,6 +198,24 @@ def test_reload_deploys_the_folder_again_and_answers_the_same(ray_server, local_
     assert search(ray_server, "three", body) == search(local_server, "three", body)
 
 
+def test_an_index_add_on_disk_is_deployed_by_the_automatic_reload(corpus, deployer, tiny_model_dir, tmp_path):
+    """The documented write path: `index add` on the (unsharded) folder; the server sees the new manifest and deploys it."""
+    folder, extra = tmp_path / "one", tmp_path / "extra.jsonl"
+    api.build(CorpusSpec(corpus, id_column="id", format="jsonl"), folder, BuildConfig(show_progress=False), model=str(tiny_model_dir))
+    extra.write_text(json.dumps({"id": 5000, "text": "green sun green sun green sun", "parity": "even"}) + "\n")
+    registry = Registry.load([folder], deployer=deployer)
+    with serving(ServeConfig(folders=(folder,), engine="ray", reload_check_s=0.2), registry) as url, httpx.Client(base_url=url, timeout=60) as http:
+        first = list(deployer.deployed["one"])
+        body = {"queries": ["green sun green sun green sun"], "k": 1, "mode": "dense"}
+        assert search(http, "one", body)[0][0]["id"] != 5000
+        api.add(folder, CorpusSpec(extra, id_column="id", format="jsonl"))
+        deadline = time.monotonic() + 60
+        while http.get("/indexes/one").json()["document_count"] != 301 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert search(http, "one", body)[0][0]["id"] == 5000
+        assert deployer.deployed["one"] != first
+
+
 def test_readyz_names_a_shard_without_replica_until_serve_restarts_it(folders, deployer):
     """One replica per shard: killed, /readyz is 503 naming it; a search sent meanwhile waits and is answered; then ready again."""
     single = ShardDeployer(replicas=1, prefix=f"{deployer.prefix}-single")
@@ -219,6 +239,18 @@ def test_readyz_names_a_shard_without_replica_until_serve_restarts_it(folders, d
             time.sleep(0.1)
         assert http.get("/readyz").json() == {**seen.json(), "ready": True, "degraded": []}
     single.delete([app for apps in single.deployed.values() for app in apps])
+
+
+def test_a_shard_that_cannot_load_is_one_error_naming_it(folders, deployer, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(folders["two"], bad)
+    broken = bad / "shard-001" / "vectors.faiss"
+    broken.write_bytes(b"\0" * broken.stat().st_size)  # same size: only the replica reading it can tell
+    with pytest.raises(DataError) as error:
+        Registry.load([bad], deployer=deployer)
+    message = str(error.value)
+    assert message.startswith(f"{bad}: a shard did not start on Ray Serve: shard-001: ") and "cannot be read by FAISS" in message
+    assert len(message.splitlines()) == 1 and "bad" not in deployer.pending and "bad" not in deployer.deployed
 
 
 def test_bad_engine_options_are_one_line(folders, tmp_path):
