@@ -30,7 +30,6 @@ from index.vectors import VectorIndex
 
 log = logging.getLogger("simsearch.serve")
 
-RETRY_S = 30.0  # (the server's default --batch-timeout) how long a shard call is sent again while its deployment has no live replica
 RETRY_PAUSE_S = 0.1
 OLD_VERSION_GRACE_S = 30.0  # a replaced version's shards answer searches already under way this long, then go
 HEALTH_CHECK_S = 2.0  # how often Serve checks a replica (a dead one is replaced sooner than with Serve's 10 s)
@@ -64,7 +63,7 @@ class ShardReplica:
 
 
 class ShardUnavailable(DataError):
-    """A shard had no live replica for RETRY_S: the search fails (503 from the server) rather than answer without it."""
+    """A shard had no live replica for `retry_s`: the search fails rather than answer without it."""
 
 
 @dataclass
@@ -76,6 +75,7 @@ class RemoteShards:
     dim: int
     live_count: int
     floats: dict
+    retry_s: float  # how long a shard call is sent again while its deployment has no live replica
 
     @property
     def device(self) -> str:
@@ -92,16 +92,16 @@ class RemoteShards:
         return merge_top_k([f[0] for f in found], [f[1] for f in found], k)
 
     def answer(self, number: int, call: Any, args: tuple) -> tuple[np.ndarray, np.ndarray]:
-        """One shard's answer; a call whose replica died is sent again (Serve picks a live or restarted replica) for up to RETRY_S."""
+        """One shard's answer; a call whose replica died is sent again (Serve picks a live or restarted replica) for up to `retry_s`."""
         from ray.exceptions import RayActorError
 
-        deadline = time.monotonic() + RETRY_S
+        deadline = time.monotonic() + self.retry_s
         while True:
             try:
                 return call.result()
             except RayActorError as exc:
                 if time.monotonic() > deadline:
-                    raise ShardUnavailable(f"shard {self.apps[number]}: no live replica for {RETRY_S:g} s ({type(exc).__name__})") from None
+                    raise ShardUnavailable(f"shard {self.apps[number]}: no live replica for {self.retry_s:g} s ({type(exc).__name__})") from None
                 log.warning("shard %s: its replica died during a search; sending the search again", self.apps[number])
                 time.sleep(RETRY_PAUSE_S)
                 call = self.handles[number].search.remote(*args)
@@ -114,6 +114,7 @@ class ShardDeployer:
     replicas: int = 1
     threads: int | None = None
     address: str | None = None  # None: a local Ray started (and stopped) by this process
+    retry_s: float = 30.0  # the server's --batch-timeout: a batch fails by its deadline, not by a shorter retry window
     prefix: str = field(default_factory=lambda: f"simsearch-{secrets.token_hex(3)}")  # two servers on one cluster never share an app
     deployed: dict[str, list[str]] = field(default_factory=dict)  # index name → the applications of the version it serves
     pending: dict[str, list[str]] = field(default_factory=dict)  # index name → the applications of a version being loaded
@@ -157,7 +158,7 @@ class ShardDeployer:
             handles = serve.run_many(targets)
         except RuntimeError as exc:  # a replica could not load its shard
             raise DataError(f"{version}: a shard did not start on Ray Serve: {self.failure(apps) or first_line(exc)}") from None
-        return RemoteShards(apps, list(handles), manifest.embedding_dim, manifest.document_count, manifest.floats or {})
+        return RemoteShards(apps, list(handles), manifest.embedding_dim, manifest.document_count, manifest.floats or {}, self.retry_s)
 
     def failure(self, apps: list[str]) -> str | None:
         """Why a deployment of `apps` failed: the last line of the replica's error, as Serve reports it."""

@@ -81,7 +81,7 @@ def shard_deployer(config: ServeConfig):
         from errors import UsageError
 
         raise UsageError(f"--engine ray needs Ray Serve: pip install 'simsearch[distributed]' ({exc})") from None
-    return ShardDeployer(config.replicas, config.worker_threads, config.address)
+    return ShardDeployer(config.replicas, config.worker_threads, config.address, retry_s=config.batch_timeout_s)
 
 
 def serve_registry(config: ServeConfig, registry, rerankers) -> None:
