@@ -244,18 +244,26 @@ def _load(path: Path, version: Path, encoder: Encoder | None, mmap: bool, gpu: s
         if not (version / name).is_file():
             raise DataError(f"{path}: index is incomplete (no {name})")
     check_sizes(version, manifest.files)
+    if encoder is not None:
+        check_encoder(path, manifest, encoder)
+    store = DocStore.open(version / STORE_NAME)  # checked before the vectors: `open_vectors` may deploy them elsewhere (seconds)
+    try:
+        vectors, device = _open_vectors(path, version, manifest, mmap, gpu, open_vectors)
+    except BaseException:
+        store.close()
+        raise
+    return SearchIndex(path, manifest, vectors, store, encoder, device)
+
+
+def _open_vectors(path: Path, version: Path, manifest: Manifest, mmap: bool, gpu: str, open_vectors: VectorOpener | None) -> tuple[Any, str]:
+    """The vectors of one index version and where they search: read here (checked against the manifest's dimension), or by `open_vectors`."""
     if open_vectors is not None:
         vectors = open_vectors(version, manifest)
-    elif manifest.shards:
+        return vectors, vectors.device
+    if manifest.shards:
         vectors = ShardedVectors.read(version, manifest.shards, manifest.index_type, manifest.search_params, mmap=mmap, floats=manifest.floats)
     else:
         vectors = VectorIndex.read(version, manifest.index_type, manifest.search_params, mmap=mmap, floats=manifest.floats)
     if vectors.dim != manifest.embedding_dim:
         raise DataError(f"{path}: vectors have dim {vectors.dim} but the manifest says {manifest.embedding_dim}")
-    if encoder is not None:
-        check_encoder(path, manifest, encoder)
-    if open_vectors is not None:
-        device = vectors.device
-    else:
-        device = ", ".join(sorted({attach_searcher(shard, gpu) for shard in getattr(vectors, "shards", [vectors])}))
-    return SearchIndex(path, manifest, vectors, DocStore.open(version / STORE_NAME), encoder, device)
+    return vectors, ", ".join(sorted({attach_searcher(shard, gpu) for shard in getattr(vectors, "shards", [vectors])}))

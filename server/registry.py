@@ -119,8 +119,9 @@ class Registry:
         return [name for name, served in self.entries.items() if manifest_stamp(served.folder) is None]
 
     def degraded(self) -> list[str]:
-        """`INDEX/shard-NNN` of every shard deployment with no live replica (--engine ray); always empty in one process."""
-        return self.deployer.unavailable() if self.deployer else []
+        """`INDEX/shard-NNN` of every shard deployment with no live replica (--engine ray only: asks Serve's controller)."""
+        assert self.deployer is not None, "one process has no shard deployments"
+        return self.deployer.unavailable()
 
     def first(self) -> Served:
         return next(iter(self.entries.values()))
