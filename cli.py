@@ -21,7 +21,7 @@ from cli_options import (
 from common.corpus import CorpusSpec
 from embedder.backends import DEFAULT_BACKEND
 from errors import UsageError
-from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, INDEX_TYPES
+from index.plan import DEFAULT_AUTO_BUDGET, DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, INDEX_TYPES
 from server.command import serve
 
 
@@ -64,10 +64,14 @@ def index() -> None:
 @click.option("--type", "index_type", type=click.Choice(INDEX_TYPES), default="flat", show_default=True,
               help="flat: exact; ivf: IVF-Flat; ivfpq: IVF with product-quantized codes (small); hnsw: graph (fast, more memory); "
                    "sq8: exact scan of 8-bit codes; binary: exact Hamming scan of sign bits (32x smaller); binary-hnsw: graph over sign bits; "
-                   "auto: chosen from corpus size, dimension, --max-memory and --target-recall.")
+                   "auto: each type that fits --max-memory is built on a sample of the encoded corpus and tuned to --target-recall; "
+                   "the fastest is built (see --auto-budget; `index info` shows what was measured).")
 @click.option("--max-memory", default=DEFAULT_MAX_MEMORY, show_default=True, help="Memory budget for the index (auto), e.g. 2G, 512M.")
 @click.option("--target-recall", type=float, default=DEFAULT_TARGET_RECALL, show_default=True,
               help="Recall@10 vs exact search that nprobe/efSearch are tuned to reach on held-out queries.")
+@click.option("--auto-budget", type=float, default=DEFAULT_AUTO_BUDGET, show_default=True, metavar="SECONDS",
+              help="auto: seconds to spend building and timing the candidate types on a sample of the encoded corpus (after encoding); "
+                   "the fastest that reaches --target-recall within --max-memory is built. 0: no measuring, flat.")
 @click.option("--rescore", type=RESCORE, default=None, metavar="M|off",
               help="Keep the float32 vectors on disk (memory-mapped, not loaded) and re-score the top k x M candidates by exact cosine. "
                    "Default 4 for binary and binary-hnsw, off for the others; also for sq8, ivf and ivfpq.")
@@ -77,8 +81,8 @@ def index() -> None:
 @engine_options(sharded=True)
 def index_build(
     corpus: str, output: Path, model: str | None, backend: str, batch_size: int, text_column: str, id_column: str | None, fmt: str | None,
-    overwrite: bool, index_type: str, max_memory: str, target_recall: float, rescore: int | None, resume: bool, gpu: str, lock_timeout: float | None,
-    ray_options,
+    overwrite: bool, index_type: str, max_memory: str, target_recall: float, auto_budget: float, rescore: int | None, resume: bool, gpu: str,
+    lock_timeout: float | None, ray_options,
 ) -> None:
     """Embed CORPUS and write an index folder (cosine similarity) to --output.
 
@@ -91,7 +95,7 @@ def index_build(
 
     config = BuildConfig(
         batch_size, overwrite, index_type=index_type, max_memory=max_memory, target_recall=target_recall, resume=resume, gpu=gpu, lock_timeout=lock_timeout,
-        rescore=rescore,
+        rescore=rescore, auto_budget=auto_budget,
     )
     manifest = build(CorpusSpec(corpus, text_column, id_column, fmt), output, config, model, backend, ray_options=ray_options)
     blank = manifest.source.get("blank_lines_skipped", 0)

@@ -26,9 +26,9 @@ import numpy as np
 import engine_data
 import paths
 from common.corpus import Document
-from index.build import make_plan, BuildConfig
 from index.manifest import Manifest
-from index.plan import plan_for_type, tuning_query_count
+from index.plan import DEFAULT_AUTO_BUDGET, parse_memory, plan_for_type, tuning_query_count
+from index.selection import select_plan
 from common.measures import StreamingExactTopK, recall_at_k
 from index.quality import tune_and_measure
 from index.search import SearchIndex
@@ -146,8 +146,7 @@ def run(base, queries, truth, types, args, texts=None) -> list[Row]:
         sub_n = min(n, args.hnsw_subset) if name == "hnsw" and args.hnsw_subset else n
         sub_base, sub_ids = base[:sub_n], ids[:sub_n]
         sub_truth = truth if sub_n == n else sub_ids[faiss.knn(queries, sub_base, K, metric=faiss.METRIC_INNER_PRODUCT)[1]]
-        config = BuildConfig(index_type=name, max_memory=args.max_memory, target_recall=args.target_recall)
-        plan = make_plan(config, sub_n, dim) if name == "auto" else plan_for_type(name, sub_n, dim)
+        plan = select_plan(sub_base, parse_memory(args.max_memory), args.target_recall, DEFAULT_AUTO_BUDGET).plan if name == "auto" else plan_for_type(name, sub_n, dim)
         (vectors, quality), build_s = timed(engine_build, plan, sub_base, sub_ids, args.target_recall)
         searcher = searcher_for(vectors, dim, store if sub_n == n else None)
         batch = queries if name != "sq8" or n <= 200_000 else queries[: args.single]

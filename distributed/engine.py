@@ -37,7 +37,7 @@ from distributed.stderr_filter import dropping_expected_ray_line
 from embedder.backends import load_encoder
 from errors import DataError, SimsearchError, UsageError
 from index.assemble import assemble_index
-from index.build import BuildConfig, building, make_plan
+from index.build import BuildConfig, building, make_plan, plan_identity
 from index.manifest import Manifest
 from index.partial import PartialBuild
 
@@ -281,7 +281,7 @@ def _build_with_ray(location: str, corpus: CorpusSpec, out_dir: Path, model: str
     plan = make_plan(config, total.documents, encoder.dim)
     identity = {
         "corpus": [[str(f.spec.path), f.identity] for f in files], "text_column": corpus.text_column, "id_column": corpus.id_column,
-        "format": corpus.format, "model": encoder.name, "plan": plan.factory, "chunk_size": config.chunk_size, "seed": config.seed,
+        "format": corpus.format, "model": encoder.name, "plan": plan_identity(config, plan), "chunk_size": config.chunk_size, "seed": config.seed,
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = PartialBuild.open(out_dir, identity, encoder.dim, config.resume)

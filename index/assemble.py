@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from common.atomic import publish_version
+from common.progress import progress_bar
 from common.measures import StreamingExactTopK
 from index.build import TUNING_K, BuildConfig, describe_build, keep_floats, measure, sample_positions
 from index.gpu import place
 from index.manifest import SHARDED_FORMAT_VERSION, Manifest
 from index.partial import PartialBuild
-from index.plan import IndexPlan, tuning_query_count
+from index.plan import IndexPlan, parse_memory, tuning_query_count
+from index.selection import Selection, select_plan
 from index.shards import ShardedVectors
 from index.vectors import VectorIndex
 
@@ -31,12 +33,33 @@ def shard_bounds(n: int, shards: int) -> np.ndarray:
     return np.array([i * n // shards for i in range(shards + 1)], dtype=np.int64)
 
 
+def choose_by_measuring(partial: PartialBuild, config: BuildConfig) -> Selection:
+    """`--type auto`: measure the candidate types on `partial`'s recorded vectors (index.selection), with progress; saved, so --resume keeps the choice."""
+    saved = partial.load_selection()
+    if saved is not None:
+        return Selection.from_dict(saved[1], saved[0])
+    with progress_bar(None, "auto: measuring", "candidate", config.show_progress) as bar:
+        def measuring(label: str, total: int) -> None:
+            bar.total = total
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        selection = select_plan(partial.stream()[0], parse_memory(config.max_memory), config.target_recall, config.auto_budget, config.seed, measuring)
+    partial.save_selection(selection.plan, selection.as_dict())
+    return selection
+
+
 def assemble_index(
-    partial: PartialBuild, out_dir: Path, plan: IndexPlan, config: BuildConfig, model: str, provenance: dict[str, Any],
+    partial: PartialBuild, out_dir: Path, plan: IndexPlan | None, config: BuildConfig, model: str, provenance: dict[str, Any],
     source: dict[str, Any], shards: int = 1, engine: dict[str, Any] | None = None, started: float | None = None,
 ) -> Manifest:
-    """Train on a sample of `partial`'s recorded vectors, add them all to `shards` shards, tune, and write `out_dir`."""
+    """Train on a sample of `partial`'s recorded vectors, add them all to `shards` shards, tune, and write `out_dir`.
+
+    `plan` None (`--type auto`): the plan is chosen by measuring candidates on the recorded vectors first (`choose_by_measuring`).
+    """
     started = time.perf_counter() if started is None else started
+    selection = choose_by_measuring(partial, config) if plan is None else None
+    plan = selection.plan if selection else plan
     all_vectors, all_ids = partial.stream()
     n = partial.done
     positions = sample_positions(n, plan, config.seed)
@@ -77,7 +100,7 @@ def assemble_index(
         searcher.write(folder)
     else:
         extra.update(shards=searcher.write(folder), format_version=SHARDED_FORMAT_VERSION)
-    manifest = describe_build(plan, config, searcher, quality, model, provenance, placement.describe(), started, source, partial.store.has_lexical, **extra)
+    manifest = describe_build(plan, config, searcher, quality, model, provenance, placement.describe(), started, source, partial.store.has_lexical, selection, **extra)
     manifest.write(folder)
     publish_version(folder, out_dir)
     return manifest

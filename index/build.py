@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -24,13 +24,14 @@ from common.corpus import CorpusSpec, Document, read_corpus, scan_corpus
 from common.encoder import Encoder
 from common.measures import StreamingExactTopK
 from common.progress import progress_bar
-from errors import Interrupted, SimsearchError, WriteFailed
+from errors import Interrupted, SimsearchError, UsageError, WriteFailed
 from index import lexical
 from index.gpu import place
 from index.manifest import Manifest
 from index.partial import PartialBuild, partial_path
-from index.plan import DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, IndexPlan, check_target_recall, choose_plan, parse_memory, plan_for_type, tuning_query_count
+from index.plan import DEFAULT_AUTO_BUDGET, DEFAULT_MAX_MEMORY, DEFAULT_TARGET_RECALL, IndexPlan, check_target_recall, choose_plan, parse_memory, plan_for_type, tuning_query_count
 from index.quality import Quality, tune_and_measure
+from index.selection import Selection
 from index.rescore import RESCORE_TYPES, FloatStore, rescore_multiplier
 from index.vectors import VectorIndex
 
@@ -53,16 +54,30 @@ class BuildConfig:
     seed: int = 0
     lock_timeout: float | None = None  # seconds to wait for another writer of the folder (None: as long as it takes)
     rescore: int | None = None  # keep float vectors and re-score k x this many candidates (0: off; None: 4 for binary types, else off)
+    auto_budget: float = DEFAULT_AUTO_BUDGET  # seconds `auto` may spend measuring candidates on a sample (index.selection)
 
 
-def make_plan(config: BuildConfig, n: int, dim: int) -> IndexPlan:
-    """The plan for the configured type; `auto` picks one from n, dim, memory budget and target recall."""
+def make_plan(config: BuildConfig, n: int, dim: int) -> IndexPlan | None:
+    """The plan for a named type; None for `auto`, which is chosen once the vectors are encoded (`index.assemble.choose_by_measuring`).
+
+    Refuses bad options (--target-recall, --max-memory, --auto-budget, --rescore) before any encoding.
+    """
     check_target_recall(config.target_recall)
-    budget = parse_memory(config.max_memory)
+    parse_memory(config.max_memory)
+    if not config.auto_budget >= 0:
+        raise UsageError(f"--auto-budget {config.auto_budget}: must be 0 or more seconds")
     if config.index_type == "auto":
-        return choose_plan(n, dim, budget, config.target_recall)
-    rescore_multiplier(config.index_type, config.rescore)  # refuse a bad --rescore before any encoding
+        choose_plan(n, dim, parse_memory(config.max_memory), config.target_recall)  # refuses a budget no index fits
+        return None
+    rescore_multiplier(config.index_type, config.rescore)
     return plan_for_type(config.index_type, n, dim, (f"--type {config.index_type}",))
+
+
+def plan_identity(config: BuildConfig, plan: IndexPlan | None) -> str:
+    """What a partial build records as its plan: the FAISS factory, or for `auto` what the choice depends on (the choice itself is saved)."""
+    if plan is not None:
+        return plan.factory
+    return f"auto --max-memory {parse_memory(config.max_memory)} --target-recall {config.target_recall}"
 
 
 def keep_floats(vectors: VectorIndex, plan: IndexPlan, config: BuildConfig, stream: tuple[np.ndarray, np.ndarray], held_out: np.ndarray) -> None:
@@ -147,10 +162,13 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
     identity = {
         "corpus": str(corpus.path.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
         "text_column": corpus.text_column, "id_column": corpus.id_column, "format": corpus.format,
-        "model": encoder.name, "plan": plan.factory, "chunk_size": config.chunk_size, "seed": config.seed,
+        "model": encoder.name, "plan": plan_identity(config, plan), "chunk_size": config.chunk_size, "seed": config.seed,
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = PartialBuild.open(out_dir, identity, dim, config.resume)
+    source = {"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank}
+    if plan is None:
+        return _build_measuring(corpus, out_dir, encoder, config, partial, n, source, started)
 
     sample = partial.load_sample()
     if sample is None:
@@ -180,18 +198,9 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
         placement.add(vectors, embedded[keep], ids[keep])
         exact.add(embedded[keep], ids[keep])
 
-    with progress_bar(n, "indexing", "doc", config.show_progress, initial=partial.done) as bar:
-        for done_vectors, done_ids in partial.completed_chunks():
-            add(done_vectors, done_ids)
-        documents = read_corpus(corpus)
-        for _ in islice(documents, partial.done):
-            pass
-        for chunk in chunks(documents, config.chunk_size):
-            embedded = encode_chunk(encoder, chunk, partial.done, cached, config.batch_size)
-            ids = np.fromiter((d.id for d in chunk), dtype=np.int64, count=len(chunk))
-            add(embedded, ids)
-            partial.record_chunk(embedded, ids, chunk)
-            bar.update(len(chunk))
+    for done_vectors, done_ids in partial.completed_chunks():
+        add(done_vectors, done_ids)
+    encode_rest(corpus, encoder, config, partial, n, cached, add)
     vectors = placement.to_cpu(vectors)
     keep_floats(vectors, plan, config, partial.stream(), held_out)
     quality = measure(plan, vectors, exact, held_out, config.target_recall)
@@ -199,18 +208,46 @@ def _build(corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildCon
 
     folder = partial.finish()
     vectors.write(folder)
-    source = {"corpus": str(corpus.path.resolve()), "blank_lines_skipped": total.blank}
     manifest = describe_build(plan, config, vectors, quality, encoder.name, encoder.describe(), placement.describe(), started, source, partial.store.has_lexical)
     manifest.write(folder)
     publish_version(folder, out_dir)
     return manifest
 
 
+def encode_rest(
+    corpus: CorpusSpec, encoder: Encoder, config: BuildConfig, partial: PartialBuild, n: int, cached: dict[int, np.ndarray],
+    add: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> None:
+    """Encode the documents after the partial build's last recorded chunk, chunk by chunk: `add` each to the index (if any), then record it."""
+    with progress_bar(n, "indexing" if add else "encoding", "doc", config.show_progress, initial=partial.done) as bar:
+        documents = read_corpus(corpus)
+        for _ in islice(documents, partial.done):
+            pass
+        for chunk in chunks(documents, config.chunk_size):
+            embedded = encode_chunk(encoder, chunk, partial.done, cached, config.batch_size)
+            ids = np.fromiter((d.id for d in chunk), dtype=np.int64, count=len(chunk))
+            if add:
+                add(embedded, ids)
+            partial.record_chunk(embedded, ids, chunk)
+            bar.update(len(chunk))
+
+
+def _build_measuring(
+    corpus: CorpusSpec, out_dir: Path, encoder: Encoder, config: BuildConfig, partial: PartialBuild, n: int, source: dict, started: float,
+) -> Manifest:
+    """`--type auto`: encode every document into the partial build, then choose the type on its recorded vectors and assemble (index.assemble)."""
+    from index.assemble import assemble_index  # it builds on this module's helpers
+
+    encode_rest(corpus, encoder, config, partial, n, {})
+    return assemble_index(partial, out_dir, None, config, encoder.name, encoder.describe(), source, started=started)
+
+
 def describe_build(
     plan: IndexPlan, config: BuildConfig, vectors, quality: Quality, model: str, provenance: dict, device: str, started: float, source: dict,
-    has_lexical: bool, **extra,
+    has_lexical: bool, selection: Selection | None = None, **extra,
 ) -> Manifest:
-    """The manifest of a finished build (`vectors`: a VectorIndex or sharded vectors; `has_lexical`: its store has the BM25 index; `extra`: shards, engine)."""
+    """The manifest of a finished build (`vectors`: a VectorIndex or sharded vectors; `has_lexical`: its store has the BM25 index;
+    `selection`: what `auto` measured; `extra`: shards, engine)."""
     return Manifest(
         model=model,
         embedding_dim=vectors.dim,
@@ -220,7 +257,8 @@ def describe_build(
         index_params=dict(plan.params),
         search_params={**quality.search_params, **({"rescore": vectors.rescore} if vectors.rescore else {})},
         choice={"requested": config.index_type, "max_memory": parse_memory(config.max_memory), "target_recall": config.target_recall,
-                "reasons": list(plan.reasons), "device": device, "build_seconds": round(time.perf_counter() - started, 2)},
+                "reasons": list(plan.reasons), "device": device, "build_seconds": round(time.perf_counter() - started, 2),
+                **({"auto_budget": config.auto_budget, "selection": selection.as_dict()} if selection else {})},
         quality=quality.as_dict(),
         vector_count=vectors.slots,
         reduction=provenance.get("reduction"),

@@ -175,6 +175,10 @@ class Manifest:
                 asked += f" with --max-memory {format_bytes(choice['max_memory'])} and --target-recall {choice['target_recall']}"
             lines.append(f"why: {asked}" + "".join(f"\n  - {r}" for r in choice.get("reasons", []) if not r.startswith("--type")))
             lines.append(f"built on: {choice.get('device', 'CPU')} in {choice.get('build_seconds', '?')} s")
+            if choice.get("selection"):
+                from index.selection import candidate_table
+
+                lines += candidate_table(choice["selection"], self.faiss_factory)
         if self.engine:
             lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in self.engine.items()))
         if self.shards:

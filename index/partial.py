@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,16 @@ import numpy as np
 
 from common.atomic import OWNER_MARK, is_own, mark_own, remove_own
 from errors import DataError, UsageError
+from index.plan import IndexPlan
 from index.store import STORE_NAME, DocStore
 from index.vectors import VectorIndex
 
 PROGRESS_NAME = "progress.json"
 SAMPLE_NAME = "sample.npz"
 TRAINED_NAME = "trained.faiss"
+SELECTION_NAME = "selection.json"  # what `--type auto` measured and chose (a resumed build keeps that choice)
 STREAM_VECTORS, STREAM_IDS = "stream.f32", "stream.i64"
-SCRATCH = (PROGRESS_NAME, SAMPLE_NAME, TRAINED_NAME, STREAM_VECTORS, STREAM_IDS)
+SCRATCH = (PROGRESS_NAME, SAMPLE_NAME, TRAINED_NAME, SELECTION_NAME, STREAM_VECTORS, STREAM_IDS)
 
 
 def partial_path(target: Path) -> Path:
@@ -104,6 +107,23 @@ class PartialBuild:
             return None
         with np.load(self.folder / SAMPLE_NAME) as saved:
             return saved["positions"], saved["vectors"], saved["ids"]
+
+    def save_selection(self, plan: IndexPlan, selection: dict[str, Any]) -> None:
+        """Record auto's choice (written whole, then renamed: a resumed build reads it or nothing)."""
+        tmp = self.folder / (SELECTION_NAME + ".tmp")
+        tmp.write_text(json.dumps({"plan": asdict(plan), "selection": selection}, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, self.folder / SELECTION_NAME)
+
+    def load_selection(self) -> tuple[IndexPlan, dict[str, Any]] | None:
+        """Auto's recorded choice, or None when it has not been made yet."""
+        if not (self.folder / SELECTION_NAME).is_file():
+            return None
+        try:
+            record = json.loads((self.folder / SELECTION_NAME).read_text(encoding="utf-8"))
+            plan = IndexPlan(**{**record["plan"], "reasons": tuple(record["plan"]["reasons"])})
+            return plan, record["selection"]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{self.folder / SELECTION_NAME}: not a readable record of auto's choice; build without --resume to start over") from None
 
     def save_trained(self, vectors: VectorIndex) -> None:
         vectors.write(self.folder)

@@ -17,6 +17,7 @@ INDEX_TYPES = ("flat", "ivf", "ivfpq", "hnsw", "sq8", "binary", "binary-hnsw", "
 BINARY_TYPES = ("binary", "binary-hnsw")
 DEFAULT_MAX_MEMORY = "2G"
 DEFAULT_TARGET_RECALL = 0.95
+DEFAULT_AUTO_BUDGET = 120.0  # seconds `auto` may spend measuring candidates (index.selection)
 
 # Below this many vectors exact search is fast enough that approximation buys nothing.
 EXACT_ENOUGH = 10_000
@@ -80,11 +81,11 @@ def check_target_recall(target: float) -> float:
     return target
 
 
-def nlist_for(n: int) -> int:
-    """IVF list count: a power of two near 2·sqrt(n), with at least 39 training points per list."""
+def nlist_for(n: int, factor: float = 1.0) -> int:
+    """IVF list count: a power of two near factor·2·sqrt(n), with at least 39 training points per list."""
     if n < 2 * MIN_POINTS_PER_CENTROID:
         return 1
-    wanted = 2 ** round(math.log2(2 * math.sqrt(n)))
+    wanted = 2 ** round(math.log2(2 * math.sqrt(n) * factor))
     most = 2 ** int(math.log2(n // MIN_POINTS_PER_CENTROID))
     return max(1, min(wanted, most, 65_536))
 
@@ -133,8 +134,10 @@ def estimate_bytes(plan: IndexPlan, n: int, dim: int) -> int:
     return int(n * per_vector + fixed)
 
 
-def plan_for_type(index_type: str, n: int, dim: int, reasons: tuple[str, ...] = (), code_bytes: float | None = None) -> IndexPlan:
-    """The plan for an explicitly named type, with parameters sized to n and dim."""
+def plan_for_type(
+    index_type: str, n: int, dim: int, reasons: tuple[str, ...] = (), code_bytes: float | None = None, nlist_factor: float = 1.0,
+) -> IndexPlan:
+    """The plan for an explicitly named type, with parameters sized to n and dim (IVF: `nlist_factor` times the usual list count)."""
     if index_type == "flat":
         return IndexPlan("flat", "IDMap2,Flat", {}, None, reasons)
     if index_type == "sq8":
@@ -146,7 +149,7 @@ def plan_for_type(index_type: str, n: int, dim: int, reasons: tuple[str, ...] = 
         if index_type == "binary":
             return IndexPlan("binary", "BIDMap2,BFlat", {}, None, reasons)
         return IndexPlan("binary-hnsw", f"BIDMap2,BHNSW{HNSW_M}", {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}, "efSearch", reasons)
-    nlist = nlist_for(n)
+    nlist = nlist_for(n, nlist_factor)
     if index_type == "ivf":
         return IndexPlan("ivf", f"IVF{nlist},Flat", {"nlist": nlist}, "nprobe", reasons)
     if index_type == "ivfpq":

@@ -118,6 +118,19 @@ def test_ray_ivf_recall_within_001_of_local(corpus, tiny_model_dir, local_flat, 
     assert recalls[0] > 0.5 and abs(recalls[0] - recalls[1]) <= 0.01
 
 
+def test_ray_auto_measures_the_candidates_on_the_recorded_vectors_like_the_local_build(corpus, tiny_model_dir, tmp_path):
+    config = BuildConfig(chunk_size=64, index_type="auto", auto_budget=30)
+    local = api.build(corpus, tmp_path / "local-auto", config, model=str(tiny_model_dir))
+    ray_built = api.build(corpus, tmp_path / "ray-auto", config, model=str(tiny_model_dir), ray_options=RayOptions(workers=2, shards=2))
+    mine, theirs = local.choice["selection"], ray_built.choice["selection"]
+    assert (theirs["sample"], theirs["queries"]) == (mine["sample"], mine["queries"]) == (300, 30)
+    assert [c["label"] for c in theirs["candidates"]] == [c["label"] for c in mine["candidates"]]
+    for a, b in zip(theirs["candidates"], mine["candidates"]):  # the same sample of (nearly: batched differently) the same vectors
+        assert a["measured"] and b["measured"] and abs(a["recall_at_10"] - b["recall_at_10"]) <= 0.02, (a, b)
+    chosen = next(c for c in theirs["candidates"] if c["factory"] == ray_built.faiss_factory)
+    assert chosen["measured"] and chosen["reached"] and len(ray_built.shards) == 2 and ray_built.document_count == 300
+
+
 def test_killed_worker_still_gives_complete_index(corpus, tiny_model_dir, local_flat, tmp_path):
     import psutil
 
