@@ -3,8 +3,9 @@
 Per data set: every candidate auto may pick is built at full size and its knob tuned by hand on the
 benchmark's own queries (the smallest value whose recall@10 vs exact search reaches the target). auto
 then selects on the same vectors (its selection time is printed), builds its winner at full size the way
-`index build` does (knob tuned on held-out corpus vectors). All are then timed on the benchmark's queries
-in turn, one batch at a time, best of 3 rounds; ratios are to the fastest type that reached the target.
+`index build` does (knob tuned on held-out corpus vectors). Each index is written and read back, as a search process
+holds it; all are then timed on the benchmark's queries in turn, one batch at a time, best of 5 rounds; ratios are to the fastest type that reached the target. A control
+builds that type once more and times it in turn with it and auto: how much two builds of one index differ here.
 
     flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/auto_choice.py --data clustered
     flock /tmp/simsearch-bench.lock .venv/bin/python benchmarks/auto_choice.py --data stsb
@@ -13,7 +14,9 @@ in turn, one batch at a time, best of 3 rounds; ratios are to the fastest type t
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,13 +33,21 @@ from quantization import stsb_set
 K = 10
 
 
-def timed_rounds(indexes: dict[str, VectorIndex], queries: np.ndarray, rounds: int = 3) -> dict[str, float]:
-    """Queries/s of one batch search per index: the best of `rounds` timings of >= 0.3 s each, taken in turn (drift hits all alike)."""
+def timed_rounds(indexes: dict[str, VectorIndex], queries: np.ndarray, rounds: int) -> dict[str, float]:
+    """Queries/s of one batch search per index: the best of `rounds` timings of >= 0.5 s each, taken in turn (drift hits all alike)."""
     best: dict[str, float] = {}
     for _ in range(rounds):
         for label, vectors in indexes.items():
-            best[label] = max(best.get(label, 0.0), measure_qps(lambda q, k: vectors.search(q, k), queries, K, 0.3))
+            best[label] = max(best.get(label, 0.0), measure_qps(lambda q, k: vectors.search(q, k), queries, K, 0.5))
     return best
+
+
+def as_loaded(vectors: VectorIndex, scratch: Path) -> VectorIndex:
+    """`vectors` written to a folder under `scratch` and read back, as a search process holds it (one contiguous copy: an HNSW
+    graph grown in a long-running process can sit scattered in memory and search ~10 % slower than the same graph loaded)."""
+    folder = Path(tempfile.mkdtemp(dir=scratch))
+    vectors.write(folder)
+    return VectorIndex.read(folder, vectors.index_type, vectors.search_params, floats=vectors.floats_description())
 
 
 def build(plan, base: np.ndarray, ids: np.ndarray, rescore: int) -> tuple[VectorIndex, float]:
@@ -69,6 +80,12 @@ def tune_by_hand(plan, vectors: VectorIndex, queries: np.ndarray, truth: np.ndar
 
 
 def run(name: str, base: np.ndarray, queries: np.ndarray, args) -> None:
+    with tempfile.TemporaryDirectory(dir=paths.cache_dir(args.cache)) as scratch:
+        compare(name, base, queries, args, Path(scratch))
+
+
+def compare(name: str, base: np.ndarray, queries: np.ndarray, args, scratch: Path) -> None:
+    """Print the table of one data set (index files written under `scratch`)."""
     n, dim = base.shape
     target, budget = args.target_recall, parse_memory(args.max_memory)
     truth = exact_knn(queries, base, K)[1]
@@ -80,7 +97,7 @@ def run(name: str, base: np.ndarray, queries: np.ndarray, args) -> None:
             continue
         vectors, seconds = build(plan, base, np.arange(n, dtype=np.int64), candidate.rescore)
         params, recall = tune_by_hand(plan, vectors, queries, truth, target)
-        indexes[candidate.label], rows[candidate.label] = vectors, (plan.factory, f"{seconds:.1f}", params, recall)
+        indexes[candidate.label], rows[candidate.label] = as_loaded(vectors, scratch), (plan.factory, f"{seconds:.1f}", params, recall)
         print(f"built {candidate.label}: {plan.factory} in {seconds:.1f} s, {params or '-'}, recall@10 {recall:.3f}", flush=True)
 
     started = time.perf_counter()
@@ -90,13 +107,23 @@ def run(name: str, base: np.ndarray, queries: np.ndarray, args) -> None:
     winner = next(c for c in selection.candidates if c.factory == plan.factory)
     vectors, quality, seconds = build_like_index_build(plan, base, DEFAULT_RESCORE if winner.index_type.startswith("binary") else 0, target, args.seed)
     auto = f"**auto → {winner.label}**"
-    indexes[auto], rows[auto] = vectors, (plan.factory, f"{seconds:.1f} + selection {selected:.1f}", quality["search_params"],
+    indexes[auto], rows[auto] = as_loaded(vectors, scratch), (plan.factory, f"{seconds:.1f} + selection {selected:.1f}", quality["search_params"],
                                           recall_at_k(vectors.search(queries, K)[1], truth, K))
-    qps = timed_rounds(indexes, queries)
-    best = max(qps[label] for label in rows if label != auto and rows[label][3] >= target)
+    qps = timed_rounds(indexes, queries, args.rounds)
+    fastest = max((label for label in rows if label != auto and rows[label][3] >= target), key=lambda label: qps[label])
+    best = qps[fastest]
     print("\n| index | factory | build s | search params | recall@10 | QPS | vs best |\n|---|---|---:|---|---:|---:|---:|")
     for label, (factory, seconds, params, recall) in rows.items():
         print(f"| {label} | {factory} | {seconds} | {params or '-'} | {recall:.3f} | {qps[label]:,.0f} | {qps[label] / best:.2f} |")
+    # Control: the fastest type built once more with the same knob, timed in turn with it and auto: how far two builds of the
+    # same index differ here (HNSW graphs are built by parallel threads, not reproducibly), the noise floor of "vs best".
+    candidate, same, _ = next(entry for entry in full_plans(n, dim, budget) if entry[0].label == fastest)
+    again, _ = build(same, base, np.arange(n, dtype=np.int64), candidate.rescore)
+    again.apply_search_params(rows[fastest][2])
+    again = as_loaded(again, scratch)
+    second = timed_rounds({fastest: indexes[fastest], "again": again, auto: indexes[auto]}, queries, args.rounds)
+    print(f"\ncontrol, timed again in turn: {fastest} {second[fastest]:,.0f} QPS, the same type and knob built once more {second['again']:,.0f} "
+          f"({second['again'] / second[fastest]:.2f}), auto {second[auto]:,.0f} ({second[auto] / second[fastest]:.2f})")
     print(f"\nauto measured {sum(c.measured for c in selection.candidates)} candidates on {selection.sample:,} sample vectors "
           f"in {selection.seconds:.1f} s (--auto-budget {args.auto_budget:g} s):")
     for c in selection.candidates:
@@ -130,6 +157,7 @@ def main() -> None:
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--auto-budget", type=float, default=DEFAULT_AUTO_BUDGET)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds over every index (the best of each is kept)")
     paths.add_path_options(parser)
     args = parser.parse_args()
     if args.data == "clustered":

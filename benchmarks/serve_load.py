@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="longest run in seconds")
     parser.add_argument("--infinity-url", default=None, help="a running infinity-emb serving the same model (its /embeddings)")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
-    parser.add_argument("--type", default="flat", help="index type (flat: exact search; auto picks HNSW at this size)")
+    parser.add_argument("--type", default="flat", help="index type (flat: exact search; auto measures the types and picks the fastest at the target recall)")
     parser.add_argument("--backend", default=None, help="serve with this encoder backend (default: the index's own, torch)")
     parser.add_argument("--load-job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
