@@ -4,6 +4,8 @@ Memory stays bounded by one chunk plus the training sample: texts are read
 lazily, vectors go chunk by chunk into FAISS (and to a resumable stream file,
 see `index.partial`), and the exact neighbours of the held-out tuning queries
 are accumulated per chunk instead of keeping all vectors for an exact search.
+`--type auto` needs the vectors to choose: it records every chunk first, then
+`index.assemble` chooses (index.selection) and builds from the recorded stream.
 """
 
 from __future__ import annotations

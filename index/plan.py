@@ -1,7 +1,8 @@
-"""Which FAISS index to build: index types, memory estimates and the `auto` choice (pure functions, no FAISS).
+"""Which FAISS index to build: index types, their parameters and memory estimates, and a size rule (pure functions, no FAISS).
 
-Every decision is a function of corpus size, dimension, memory budget and target
+Every decision here is a function of corpus size, dimension, memory budget and target
 recall, so it can be tested and explained (`IndexPlan.reasons`) without building.
+`--type auto` measures instead (index.selection) and falls back on the size rule.
 """
 
 from __future__ import annotations
@@ -164,9 +165,10 @@ def plan_for_type(
 
 
 def choose_plan(n: int, dim: int, max_memory: int, target_recall: float) -> IndexPlan:
-    """The `auto` choice: the fastest type that fits `max_memory` and can reach `target_recall`.
+    """The size rule: the type expected to be fastest that fits `max_memory` and can reach `target_recall`.
 
-    Exact search when the corpus is small or exact recall is asked for; HNSW for
+    What `auto` builds when nothing could be measured (index.selection), and the check, before
+    any encoding, that some index fits the budget. Exact search when the corpus is small or exact recall is asked for; HNSW for
     mid-sized corpora (best latency, cheap to build); IVF-Flat beyond; 8-bit scalar
     quantization or IVF-PQ when float32 vectors do not fit the budget.
     """

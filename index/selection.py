@@ -74,7 +74,7 @@ class Measured:
     recall_at_10: float | None = None
     reached: bool | None = None
     search_params: dict[str, int] = field(default_factory=dict)
-    sample_qps: list[float] = field(default_factory=list)  # at the quarter and the whole sample
+    sample_qps: list[float] = field(default_factory=list)  # on the quarter and the whole sample (IVF: the whole only)
     predicted_qps: float | None = None
     build_seconds: float | None = None
     note: str = ""
