@@ -24,9 +24,9 @@ import engine_data
 import paths
 from common.measures import exact_knn, recall_at_k
 from index.plan import DEFAULT_AUTO_BUDGET, parse_memory, search_param_candidates, tuning_query_count
-from index.quality import measure_qps, tune_and_measure
+from index.quality import tune_and_measure
 from index.rescore import DEFAULT_RESCORE, FloatStore
-from index.selection import full_plans, select_plan
+from index.selection import full_plans, select_plan, timed_in_turn
 from index.vectors import VectorIndex
 from quantization import stsb_set
 
@@ -34,12 +34,8 @@ K = 10
 
 
 def timed_rounds(indexes: dict[str, VectorIndex], queries: np.ndarray, rounds: int) -> dict[str, float]:
-    """Queries/s of one batch search per index: the best of `rounds` timings of >= 0.5 s each, taken in turn (drift hits all alike)."""
-    best: dict[str, float] = {}
-    for _ in range(rounds):
-        for label, vectors in indexes.items():
-            best[label] = max(best.get(label, 0.0), measure_qps(lambda q, k: vectors.search(q, k), queries, K, 0.5))
-    return best
+    """Queries/s of one batch search per index: auto's own timing (`timed_in_turn`), in windows of >= 0.5 s."""
+    return timed_in_turn({label: (lambda q, k, v=v: v.search(q, k)[1]) for label, v in indexes.items()}, queries, rounds, 0.5)
 
 
 def as_loaded(vectors: VectorIndex, scratch: Path) -> VectorIndex:

@@ -65,11 +65,11 @@ def make_plan(config: BuildConfig, n: int, dim: int) -> IndexPlan | None:
     Refuses bad options (--target-recall, --max-memory, --auto-budget, --rescore) before any encoding.
     """
     check_target_recall(config.target_recall)
-    parse_memory(config.max_memory)
+    budget = parse_memory(config.max_memory)
     if not config.auto_budget >= 0:
         raise UsageError(f"--auto-budget {config.auto_budget}: must be 0 or more seconds")
     if config.index_type == "auto":
-        choose_plan(n, dim, parse_memory(config.max_memory), config.target_recall)  # refuses a budget no index fits
+        choose_plan(n, dim, budget, config.target_recall)  # refuses a budget no index fits
         return None
     rescore_multiplier(config.index_type, config.rescore)
     return plan_for_type(config.index_type, n, dim, (f"--type {config.index_type}",))

@@ -164,6 +164,12 @@ def plan_for_type(
     raise UsageError(f"unknown index type {index_type!r} (expected one of {', '.join(INDEX_TYPES)})")
 
 
+def pq_code_budget(n: int, dim: int, max_memory: int) -> float:
+    """Bytes per vector left for IVF-PQ codes once the coarse and PQ centroids and the ids of n vectors are in `max_memory`."""
+    fixed = nlist_for(n) * dim * 4 + 2 ** pq_nbits_for(n) * dim * 4
+    return (max_memory - fixed) / n - ID_BYTES["ivfpq"] if n else 0
+
+
 def choose_plan(n: int, dim: int, max_memory: int, target_recall: float) -> IndexPlan:
     """The size rule: the type expected to be fastest that fits `max_memory` and can reach `target_recall`.
 
@@ -203,9 +209,8 @@ def choose_plan(n: int, dim: int, max_memory: int, target_recall: float) -> Inde
             f"float32 vectors need {format_bytes(estimate_bytes(ivf, n, dim))}, over the {budget}",
             f"8-bit scalar codes need {format_bytes(estimate_bytes(sq8, n, dim))} and keep recall high for {n} vectors",
         ))
-    nlist, nbits = nlist_for(n), pq_nbits_for(n)
-    fixed = nlist * dim * 4 + 2**nbits * dim * 4
-    code_bytes = (max_memory - fixed) / n - ID_BYTES["ivfpq"] if n else 0
+    nbits = pq_nbits_for(n)
+    code_bytes = pq_code_budget(n, dim, max_memory)
     if pq_m_for(dim, code_bytes, nbits) is None:
         smallest = estimate_bytes(plan_for_type("ivfpq", n, dim, code_bytes=nbits / 8), n, dim)
         raise UsageError(f"--max-memory {format_bytes(max_memory)} is too small for {n} vectors of dimension {dim} (the smallest index needs {format_bytes(smallest)})")

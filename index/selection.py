@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 
 from common.measures import exact_knn
-from index.plan import ID_BYTES, MIN_POINTS_PER_CENTROID, IndexPlan, choose_plan, estimate_bytes, format_bytes, nlist_for, plan_for_type, pq_m_for, pq_nbits_for, tuning_query_count
+from index.plan import MIN_POINTS_PER_CENTROID, IndexPlan, choose_plan, estimate_bytes, format_bytes, nlist_for, plan_for_type, pq_code_budget, pq_m_for, pq_nbits_for, tuning_query_count
 from index.quality import Quality, Search, measure_qps, tune_and_measure
 from index.rescore import DEFAULT_RESCORE, FloatStore
 from index.vectors import VectorIndex
@@ -119,9 +119,7 @@ def sample_size(n: int, budget_seconds: float) -> int:
 
 def ivfpq_code_bytes(n: int, dim: int, max_memory: int) -> float:
     """PQ code bytes per vector: a quarter of the dimension (16x smaller than float32), less when the budget needs it."""
-    nlist, nbits = nlist_for(n), pq_nbits_for(n)
-    fitting = (max_memory - nlist * dim * 4 - 2**nbits * dim * 4) / max(n, 1) - ID_BYTES["ivfpq"]
-    return max(min(dim / 4, fitting), nbits / 8)
+    return max(min(dim / 4, pq_code_budget(n, dim, max_memory)), pq_nbits_for(n) / 8)
 
 
 def full_plans(n: int, dim: int, max_memory: int) -> list[tuple[Candidate, IndexPlan, int]]:
@@ -157,13 +155,13 @@ def build_and_tune(plan: IndexPlan, base: np.ndarray, queries: np.ndarray, truth
     return search, tune_and_measure(plan, vectors.apply_search_params, search, queries, no_self, truth, target, K), built
 
 
-def timed_in_turn(searches: dict[object, Search], queries: np.ndarray, rounds: int) -> dict[object, float]:
+def timed_in_turn(searches: dict[object, Search], queries: np.ndarray, rounds: int, min_seconds: float = 0.1) -> dict[object, float]:
     """Queries/s of each search on the batch `queries`: the best of `rounds` timings taken in turn, so drift (a CPU warming up,
     a neighbour's load) hits every candidate alike instead of favouring whichever was timed last."""
     best: dict[object, float] = {}
     for _ in range(rounds):
         for key, search in searches.items():
-            best[key] = max(best.get(key, 0.0), measure_qps(search, queries, K, 0.1))
+            best[key] = max(best.get(key, 0.0), measure_qps(search, queries, K, min_seconds))
     return best
 
 
